@@ -1,0 +1,1 @@
+"""careplan: coordinated care management for people living with mental-health and addictions conditions."""

@@ -1,0 +1,41 @@
+"""The FHIR resource types this server stores; adding a type is one line here."""
+
+SUPPORTED_TYPES: tuple[str, ...] = (
+    "ActivityDefinition",
+    "AuditEvent",
+    "CarePlan",
+    "CareTeam",
+    "Communication",
+    "CommunicationRequest",
+    "Condition",
+    "Consent",
+    "Encounter",
+    "EpisodeOfCare",
+    "Goal",
+    "HealthcareService",
+    "Location",
+    "Observation",
+    "Organization",
+    "Patient",
+    "PlanDefinition",
+    "Practitioner",
+    "PractitionerRole",
+    "Procedure",
+    "Provenance",
+    "Questionnaire",
+    "QuestionnaireResponse",
+    "RelatedPerson",
+    "ServiceRequest",
+    "Task",
+)
+
+# Written by the server itself (the audit trail); clients may read but never write them.
+SERVER_WRITTEN_TYPES: frozenset[str] = frozenset({"AuditEvent"})
+
+
+def is_supported(resource_type: str) -> bool:
+    """Tell whether resource_type is stored by this server."""
+    return resource_type in _SUPPORTED
+
+
+_SUPPORTED = frozenset(SUPPORTED_TYPES)

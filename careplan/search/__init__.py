@@ -1,0 +1,1 @@
+"""FHIR search: the search parameter registry and the index values extracted from resources."""

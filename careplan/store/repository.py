@@ -1,0 +1,139 @@
+"""Read and write resource versions inside the caller's transaction (no commits here)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from careplan.models import Resource, ResourceVersion
+from careplan.store import index
+from careplan.store.records import HistoryPage, StoredResource, format_instant
+
+SERVER_META = ("versionId", "lastUpdated")
+
+
+def new_id() -> str:
+    """Return a fresh server-assigned logical id."""
+    return str(uuid.uuid4())
+
+
+def stamp(resource: dict, *, resource_id: str, version_id: int, last_updated: datetime) -> dict:
+    """Return resource with the server-owned id, meta.versionId and meta.lastUpdated set; the rest as sent."""
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in SERVER_META}
+    meta = {"versionId": str(version_id), "lastUpdated": format_instant(last_updated), **meta}
+    body = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
+    return {"resourceType": resource["resourceType"], "id": resource_id, "meta": meta, **body}
+
+
+def without_server_meta(resource: dict) -> dict:
+    """Return resource minus the parts the server owns, to compare what a client actually sent."""
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in SERVER_META}
+    body = {k: v for k, v in resource.items() if k not in ("id", "meta")}
+    if meta:
+        body["meta"] = meta
+    return body
+
+
+def head(session: Session, resource_type: str, resource_id: str, *, for_update: bool = False) -> Resource | None:
+    """Return the current row of a resource (deleted or not), locking it for update when asked."""
+    query = select(Resource).where(Resource.res_type == resource_type, Resource.res_id == resource_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def as_record(row: Resource | ResourceVersion) -> StoredResource:
+    """Turn a head or version row into a StoredResource."""
+    return StoredResource(
+        resource_type=row.res_type,
+        id=row.res_id,
+        version_id=row.version_id,
+        last_updated=row.last_updated,
+        deleted=row.deleted,
+        content=row.content,
+        method=getattr(row, "method", None),
+    )
+
+
+def insert(session: Session, resource: dict, *, resource_id: str, now: datetime, method: str) -> StoredResource:
+    """Store the first version of a new resource and index it."""
+    content = stamp(resource, resource_id=resource_id, version_id=1, last_updated=now)
+    row = Resource(res_type=resource["resourceType"], res_id=resource_id, version_id=1, last_updated=now,
+                   deleted=False, content=content)
+    session.add(row)
+    session.flush()
+    _append_version(session, row, method)
+    index.replace(session, resource_pk=row.pk, resource_type=row.res_type, content=content, fresh=True)
+    return as_record(row)
+
+
+def revise(session: Session, row: Resource, resource: dict, *, now: datetime, method: str) -> StoredResource:
+    """Store resource as the next version of row (which the caller has locked) and re-index it."""
+    version_id = row.version_id + 1
+    row.content = stamp(resource, resource_id=row.res_id, version_id=version_id, last_updated=now)
+    row.version_id, row.last_updated, row.deleted = version_id, now, False
+    session.flush()
+    _append_version(session, row, method)
+    index.replace(session, resource_pk=row.pk, resource_type=row.res_type, content=row.content, fresh=False)
+    return as_record(row)
+
+
+def tombstone(session: Session, row: Resource, *, now: datetime) -> StoredResource:
+    """Record a deletion as a new version and drop the resource from the search index."""
+    row.version_id += 1
+    row.last_updated, row.deleted, row.content = now, True, None
+    session.flush()
+    _append_version(session, row, "DELETE")
+    index.clear(session, resource_pk=row.pk)
+    return as_record(row)
+
+
+def _append_version(session: Session, row: Resource, method: str) -> None:
+    session.add(ResourceVersion(resource_pk=row.pk, res_type=row.res_type, res_id=row.res_id,
+                                version_id=row.version_id, last_updated=row.last_updated, method=method,
+                                deleted=row.deleted, content=row.content))
+    session.flush()
+
+
+def version(session: Session, resource_type: str, resource_id: str, version_id: int) -> ResourceVersion | None:
+    """Return one stored version of a resource."""
+    return session.scalars(
+        select(ResourceVersion).where(ResourceVersion.res_type == resource_type,
+                                      ResourceVersion.res_id == resource_id,
+                                      ResourceVersion.version_id == version_id)
+    ).one_or_none()
+
+
+def last_live_version(session: Session, row: Resource) -> ResourceVersion | None:
+    """Return the newest version of row that is not a deletion."""
+    return session.scalars(
+        select(ResourceVersion)
+        .where(ResourceVersion.resource_pk == row.pk, ResourceVersion.deleted.is_(False))
+        .order_by(ResourceVersion.version_id.desc())
+        .limit(1)
+    ).one_or_none()
+
+
+def history(session: Session, *, resource_type: str | None, resource_pk: int | None, since: datetime | None,
+            count: int, cursor: int | None, with_total: bool) -> HistoryPage:
+    """Return one page of history, newest first, keyed on the version sequence so pages never shift."""
+    conditions = []
+    if resource_pk is not None:
+        conditions.append(ResourceVersion.resource_pk == resource_pk)
+    elif resource_type is not None:
+        conditions.append(ResourceVersion.res_type == resource_type)
+    if since is not None:
+        conditions.append(ResourceVersion.last_updated >= since)
+    total = None
+    if with_total:
+        total = session.scalar(select(func.count()).select_from(ResourceVersion).where(*conditions))
+    if cursor is not None:
+        conditions.append(ResourceVersion.pk < cursor)
+    rows = session.scalars(
+        select(ResourceVersion).where(*conditions).order_by(ResourceVersion.pk.desc()).limit(count + 1)
+    ).all()
+    next_cursor = rows[count - 1].pk if len(rows) > count else None
+    return HistoryPage(entries=[as_record(r) for r in rows[:count]], next_cursor=next_cursor, total=total)

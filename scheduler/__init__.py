@@ -1,0 +1,1 @@
+"""Follow-up reminder scheduling: APScheduler as the clock, the database as the queue."""

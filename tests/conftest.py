@@ -1,0 +1,104 @@
+"""Fixtures shared by the whole suite: a migrated database (SQLite by default, PostgreSQL when configured), app, client.
+
+Set CAREPLAN_TEST_DATABASE_URL to run everything against PostgreSQL; when it is set and the server cannot be
+reached, the run fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from sqlalchemy import inspect, text
+
+from api import create_app
+from careplan import migrations
+from careplan.config import normalize_database_url
+from careplan.db import Database
+from careplan.models import Base
+
+POSTGRES_URL = os.environ.get("CAREPLAN_TEST_DATABASE_URL")
+
+
+def _reset_schema(database: Database) -> None:
+    """Drop every table so the migrations are exercised from scratch."""
+    with database.engine.begin() as connection:
+        if database.is_postgresql:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+        else:
+            Base.metadata.drop_all(connection)
+            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    """Return the URL of a freshly migrated test database."""
+    if POSTGRES_URL:
+        url = normalize_database_url(POSTGRES_URL)
+        database = Database(url)
+        try:
+            with database.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - any failure to connect ends the run
+            pytest.exit(f"PostgreSQL test database {url} is unreachable: {type(exc).__name__}: {exc}", returncode=3)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'careplan-test.sqlite3'}"
+        database = Database(url)
+    _reset_schema(database)
+    database.dispose()
+    migrations.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def database(database_url) -> Database:
+    """Return a Database on the migrated test database."""
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _empty_tables(request, database_url):
+    """Start every test that touches the database with empty tables."""
+    if "database_url" not in request.fixturenames:
+        yield
+        return
+    database = Database(database_url)
+    try:
+        tables = [t for t in reversed(Base.metadata.sorted_tables)
+                  if t.name in set(inspect(database.engine).get_table_names())]
+        with database.engine.begin() as connection:
+            if database.is_postgresql:
+                connection.execute(text(f"TRUNCATE {', '.join(t.name for t in tables)} RESTART IDENTITY CASCADE"))
+            else:
+                for table in tables:
+                    connection.execute(table.delete())
+    finally:
+        database.dispose()
+    yield
+
+
+@pytest.fixture
+def app(database_url):
+    """Return the careplan app on the test database."""
+    app = create_app({"TESTING": True, "CAREPLAN_DATABASE_URL": database_url})
+    yield app
+    app.extensions["careplan.database"].dispose()
+
+
+@pytest.fixture
+def client(app):
+    """Return a test client for the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    """Return a CLI runner for the app."""
+    return app.test_cli_runner()
+
+
+def pytest_report_header(config):
+    return f"careplan test database: {'PostgreSQL ' + POSTGRES_URL if POSTGRES_URL else 'SQLite (temporary file)'}"
