@@ -57,10 +57,8 @@ _HUMAN_NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
 _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
 _DATE_TYPES = frozenset({"date", "dateTime", "instant"})
 
-Converter = Callable[[str, Any, Any], Iterator[IndexValue]]
-
-
 Typed = tuple[Any, str | None]  # an element's value and its FHIR type name
+Converter = Callable[[str, Any, str | None], Iterator[IndexValue]]
 
 
 @dataclass(frozen=True)
@@ -123,13 +121,14 @@ def _plans(registry: SearchRegistry, resource_type: str) -> tuple[_Plan, ...]:
             or not parameter.expression
         ):
             continue
-        parts = tuple(p for p in _compile_parts(parameter, resource_type) if p is not None)
+        parts = tuple(_compile_parts(parameter, resource_type))
         if parts:
             plans.append(_Plan(parameter.code, convert, parts))
     return tuple(plans)
 
 
-def _compile_parts(parameter: SearchParameter, resource_type: str) -> Iterator[_Part | None]:
+def _compile_parts(parameter: SearchParameter, resource_type: str) -> Iterator[_Part]:
+    """Compile each union member of parameter's expression that can be evaluated."""
     for text in split_union(parameter.expression or ""):
         # fhirpathpy only starts a path at the resource's own type name
         expression = re.sub(r"^(\(*)(?:Domain)?Resource\.", rf"\g<1>{resource_type}.", text)
@@ -139,12 +138,11 @@ def _compile_parts(parameter: SearchParameter, resource_type: str) -> Iterator[_
             expression, target_type = match["path"], match["type"]
         if "resolve()" in expression:
             log.warning("skipping %r of %s.%s: resolve() is not supported", text, resource_type, parameter.code)
-            yield None
             continue
-        yield _Part(compile_path(expression, resource_type), text, target_type)
+        yield _Part(_compile_path(expression, resource_type), text, target_type)
 
 
-def compile_path(expression: str, resource_type: str) -> Callable[[dict], list[Typed]]:
+def _compile_path(expression: str, resource_type: str) -> Callable[[dict], list[Typed]]:
     """Compile a FHIRPath expression into a function returning (value, FHIR type) pairs."""
     simple = _compile_simple(expression, resource_type)
     if simple is not None:

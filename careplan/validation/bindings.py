@@ -43,12 +43,15 @@ class _Node:
 
 def check_required_bindings(resource: dict, fhir_dir: Path | None = None) -> list[BindingIssue]:
     """Return an issue for every code in resource, contained resources included, outside its required value set."""
-    return list(_check(resource, resource.get("resourceType"), load_bindings(fhir_dir)))
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        return []
+    return list(_check(resource, resource_type, load_bindings(fhir_dir)))
 
 
-def _check(resource: dict, location: Any, trees: dict[str, _Node]) -> Iterator[BindingIssue]:
+def _check(resource: dict, location: str, trees: dict[str, _Node]) -> Iterator[BindingIssue]:
     tree = trees.get(resource.get("resourceType"))  # type: ignore[arg-type]
-    if tree is not None and isinstance(location, str):
+    if tree is not None:
         yield from _walk(tree, resource, location)
     contained = resource.get("contained")
     if isinstance(contained, list):
@@ -152,7 +155,9 @@ def load_bindings(fhir_dir: Path | None = None) -> dict[str, _Node]:
 
 def _binding(entry: dict) -> Binding:
     codes = entry["codes"]
-    listed = ", ".join(codes[:MAX_LISTED]) + (f", ... ({len(codes) - MAX_LISTED} more)" if len(codes) > MAX_LISTED else "")
+    listed = ", ".join(codes[:MAX_LISTED])
+    if len(codes) > MAX_LISTED:
+        listed += f", ... ({len(codes) - MAX_LISTED} more)"
     return Binding(
         value_set=entry["valueSet"].split("|", 1)[0],
         types=tuple(entry["types"]),
