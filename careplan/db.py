@@ -98,6 +98,18 @@ class Database:
         finally:
             session.close()
 
+    @contextmanager
+    def polling(self) -> Iterator[Session]:
+        """Yield a read session in which sync.horizon() is exact: on SQLite it waits out any open writer."""
+        session = self.sessions()
+        try:
+            if not self.is_postgresql:
+                session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+            yield session
+        finally:
+            session.rollback()
+            session.close()
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()

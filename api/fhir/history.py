@@ -5,6 +5,8 @@ https://hl7.org/fhir/R4/http.html#history
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 from flask import request
 
 from api.database import get_db, get_settings
@@ -13,6 +15,8 @@ from careplan.errors import InvalidRequest
 from careplan.search.dates import parse_range
 from careplan.store import service
 from careplan.store.records import HistoryPage, StoredResource
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def instance_history(resource_type: str, resource_id: str):
@@ -41,12 +45,28 @@ def _history(path: str, **scope):
         except ValueError:
             raise InvalidRequest(f"_since must be a FHIR instant, got {since_text!r}", code="value",
                                  expression="_since") from None
-    cursor_text = request.args.get("_cursor")
-    if cursor_text is not None and not cursor_text.isdigit():
-        raise InvalidRequest("_cursor is not one this server issued", code="value")
-    cursor = int(cursor_text) if cursor_text else None
-    page = service.history(get_db(), since=since, count=count, cursor=cursor, **scope)
+    cursor, horizon = _parse_cursor(request.args.get("_cursor"))
+    page = service.history(get_db(), since=since, count=count, cursor=cursor, horizon=horizon, **scope)
     return fhir_json(_bundle(page, path, count, since_text, cursor))
+
+
+def _parse_cursor(text: str | None) -> tuple[int | None, datetime | None]:
+    # The cursor carries the first page's sync horizon so every page of one walk reports the same one.
+    if text is None:
+        return None, None
+    pk, _, micros = text.partition(".")
+    if not (pk.isdigit() and micros.isdigit()):
+        raise InvalidRequest("_cursor is not one this server issued", code="value", expression="_cursor")
+    try:
+        return int(pk), EPOCH + timedelta(microseconds=int(micros))
+    except OverflowError:
+        raise InvalidRequest("_cursor is not one this server issued", code="value", expression="_cursor") from None
+
+
+def _cursor(pk: int | None, horizon: datetime) -> str | None:
+    if pk is None:
+        return None
+    return f"{pk}.{(horizon - EPOCH) // timedelta(microseconds=1)}"
 
 
 def _count(default: int, maximum: int) -> int:
@@ -59,11 +79,13 @@ def _count(default: int, maximum: int) -> int:
 
 
 def _bundle(page: HistoryPage, path: str, count: int, since: str | None, cursor: int | None) -> dict:
-    links = [{"relation": "self", "url": page_url(path, {"_since": since, "_count": count, "_cursor": cursor})}]
+    here = _cursor(cursor, page.horizon)
+    links = [{"relation": "self", "url": page_url(path, {"_since": since, "_count": count, "_cursor": here})}]
     if page.next_cursor is not None:
-        links.append({"relation": "next",
-                      "url": page_url(path, {"_since": since, "_count": count, "_cursor": page.next_cursor})})
-    bundle = {"resourceType": "Bundle", "type": "history"}
+        links.append({"relation": "next", "url": page_url(
+            path, {"_since": since, "_count": count, "_cursor": _cursor(page.next_cursor, page.horizon)})})
+    # Clients continue their next _since poll from here: every write stamped before it is already visible.
+    bundle = {"resourceType": "Bundle", "meta": {"lastUpdated": instant(page.horizon)}, "type": "history"}
     if page.total is not None:
         bundle["total"] = page.total
     bundle["link"] = links

@@ -48,3 +48,4 @@ class HistoryPage:
     entries: list[StoredResource]
     next_cursor: int | None
     total: int | None
+    horizon: datetime | None = None  # continue an incremental sync from here (see careplan.store.sync)

@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, func, select, text
+from sqlalchemy.orm import Session, SessionTransaction
 
-from careplan.models import Resource, ResourceVersion
+from careplan.models import Resource, ResourceVersion, utcnow
 from careplan.store import index
 from careplan.store.records import HistoryPage, StoredResource, format_instant
 
 SERVER_META = ("versionId", "lastUpdated")
+TRANSACTION_TIME = "careplan.transaction_time"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_transaction_time(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(TRANSACTION_TIME, None)
+
+
+def transaction_time(session: Session) -> datetime:
+    """Return the instant that stamps this transaction's writes (see careplan.store.sync for why)."""
+    stamp_ = session.info.get(TRANSACTION_TIME)
+    if stamp_ is None:
+        if session.get_bind().dialect.name == "postgresql":
+            stamp_ = session.execute(text("SELECT now()")).scalar_one()
+        else:
+            stamp_ = utcnow()
+        session.info[TRANSACTION_TIME] = stamp_
+    return stamp_
+
+
+def _after(row: Resource, now: datetime) -> datetime:
+    # A transaction that started before the previous version was written still stamps a later instant.
+    return max(now, row.last_updated + timedelta(microseconds=1))
 
 
 def new_id() -> str:
@@ -73,6 +97,7 @@ def insert(session: Session, resource: dict, *, resource_id: str, now: datetime,
 def revise(session: Session, row: Resource, resource: dict, *, now: datetime, method: str) -> StoredResource:
     """Store resource as the next version of row (which the caller has locked) and re-index it."""
     version_id = row.version_id + 1
+    now = _after(row, now)
     row.content = stamp(resource, resource_id=row.res_id, version_id=version_id, last_updated=now)
     row.version_id, row.last_updated, row.deleted = version_id, now, False
     session.flush()
@@ -84,7 +109,7 @@ def revise(session: Session, row: Resource, resource: dict, *, now: datetime, me
 def tombstone(session: Session, row: Resource, *, now: datetime) -> StoredResource:
     """Record a deletion as a new version and drop the resource from the search index."""
     row.version_id += 1
-    row.last_updated, row.deleted, row.content = now, True, None
+    row.last_updated, row.deleted, row.content = _after(row, now), True, None
     session.flush()
     _append_version(session, row, "DELETE")
     index.clear(session, resource_pk=row.pk)

@@ -6,6 +6,7 @@ the ones that take ``db`` open, commit and retry their own.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -28,10 +29,9 @@ from careplan.errors import (
     UnknownResourceType,
     UnprocessableEntity,
 )
-from careplan.models import utcnow
 from careplan.resources import SERVER_WRITTEN_TYPES, is_supported
 from careplan.search import query as search_query
-from careplan.store import repository
+from careplan.store import repository, sync
 from careplan.store.records import HistoryPage, StoredResource, WriteResult
 from careplan.validation import validate_resource
 
@@ -135,19 +135,25 @@ def vread(db: Database, *, resource_type: str, resource_id: str, version_id: str
 
 
 def history(db: Database, *, resource_type: str | None = None, resource_id: str | None = None,
-            since: datetime | None = None, count: int, cursor: int | None = None) -> HistoryPage:
-    """Return a page of history for one resource, one type, or the whole system, newest first."""
+            since: datetime | None = None, count: int, cursor: int | None = None,
+            horizon: datetime | None = None) -> HistoryPage:
+    """Return a page of history for one resource, one type, or the whole system, newest first.
+
+    The page's horizon is where the client's next ``_since`` poll should start; later pages reuse the first one's.
+    """
     if resource_type is not None:
         require_type(resource_type)
-    with db.reading() as session:
+    with db.polling() as session:
+        horizon = horizon or sync.horizon(session)
         resource_pk = None
         if resource_id is not None:
             row = repository.head(session, resource_type, resource_id)
             if row is None:
                 raise NotFound(f"{resource_type}/{resource_id} is not known")
             resource_pk = row.pk
-        return repository.history(session, resource_type=resource_type, resource_pk=resource_pk, since=since,
+        page = repository.history(session, resource_type=resource_type, resource_pk=resource_pk, since=since,
                                   count=count, cursor=cursor, with_total=resource_type is not None)
+        return dataclasses.replace(page, horizon=horizon)
 
 
 # -- writes ------------------------------------------------------------------------------------------------
@@ -175,7 +181,7 @@ def create_in(session: Session, *, resource: dict, criteria: list[tuple[str, str
         if existing:
             return WriteResult(repository.as_record(existing[0]), created=False, unchanged=True)
     stored = repository.insert(session, resource, resource_id=resource_id or repository.new_id(),
-                               now=now or utcnow(), method="POST")
+                               now=now or repository.transaction_time(session), method="POST")
     return WriteResult(stored, created=True)
 
 
@@ -201,12 +207,14 @@ def update_in(session: Session, *, resource: dict, resource_id: str, if_match: i
     row = repository.head(session, resource_type, resource_id, for_update=True)
     _check_if_match(row, if_match)
     if row is None:
-        stored = repository.insert(session, resource, resource_id=resource_id, now=now or utcnow(), method=method)
+        stored = repository.insert(session, resource, resource_id=resource_id,
+                                   now=now or repository.transaction_time(session), method=method)
         return WriteResult(stored, created=True)
     if not row.deleted and repository.without_server_meta(row.content) == repository.without_server_meta(resource):
         # An identical update makes no new version, so syncing clients are not told of a change that never was.
         return WriteResult(repository.as_record(row), unchanged=True)
-    return WriteResult(repository.revise(session, row, resource, now=now or utcnow(), method=method))
+    return WriteResult(repository.revise(session, row, resource, now=now or repository.transaction_time(session),
+                                         method=method))
 
 
 def conditional_update(db: Database, *, resource_type: str, criteria: str, resource: object,
@@ -293,7 +301,7 @@ def delete_in(session: Session, *, resource_type: str, resource_id: str, if_matc
     _check_if_match(row, if_match)
     if row.deleted:
         return None
-    return repository.tombstone(session, row, now=now or utcnow())
+    return repository.tombstone(session, row, now=now or repository.transaction_time(session))
 
 
 def conditional_delete(db: Database, *, resource_type: str, criteria: str) -> StoredResource | None:
