@@ -1,0 +1,1 @@
+"""Protect sensitive health data: security labels, consent, access policy and audit."""
