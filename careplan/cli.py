@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -42,7 +43,11 @@ def db_current() -> None:
 
 
 @main.command()
-def seed() -> None:
+@click.option("--demo-client/--no-demo-client", default=True, show_default=True,
+              help="Also make sure the demo admin client exists and print its credential.")
+@click.option("--url", default=None, help="Server root for the printed curl commands [default: from "
+              "CAREPLAN_BASE_URL, else http://127.0.0.1:8000].")
+def seed(demo_client: bool, url: str | None) -> None:
     """Load the conformance artifacts and demo data (safe to run again)."""
     from careplan import seeding
     from careplan.db import Database
@@ -51,9 +56,200 @@ def seed() -> None:
     database = Database(settings.database_url)
     try:
         summary = seeding.load(database, settings.fhir_dir)
+        credential = seeding.ensure_demo_client(database, settings.instance_dir) if demo_client else None
     finally:
         database.dispose()
     click.echo(f"seed: {summary.created} created, {summary.updated} updated, {summary.unchanged} unchanged")
+    if credential is not None:
+        _echo_demo_credential(credential, url or _server_root(settings))
+
+
+def _server_root(settings) -> str:
+    base = (settings.base_url or "").rstrip("/")
+    return base[: -len("/fhir")] if base.endswith("/fhir") else "http://127.0.0.1:8000"
+
+
+def _echo_demo_credential(credential, root: str) -> None:
+    if credential.secret is None:
+        click.echo(f"demo client {credential.client_id} is revoked: no demo credential (register a client with "
+                   "`careplan clients create`)")
+        return
+    click.echo(f"demo client {credential.client_id} (admin, system/*.cruds; {credential.action}), secret saved in "
+               f"{credential.path}:\n  client_id={credential.client_id}\n  client_secret={credential.secret}\n"
+               "Try the API (revoke this client in production: careplan clients revoke demo-admin):")
+    click.echo(f"  TOKEN=$(curl -s -u '{credential.client_id}:{credential.secret}' -d grant_type=client_credentials "
+               f"{root}/oauth/token | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')")
+    click.echo(f'  curl -s -H "Authorization: Bearer $TOKEN" {root}/fhir/CarePlan/demo-care-plan '
+               "| python3 -m json.tool")
+
+
+@main.group("clients")
+def clients_group() -> None:
+    """Register, list and revoke the OAuth clients that may call the API."""
+
+
+@clients_group.command("create")
+@click.option("--name", required=True, help="Who the client is, e.g. the agency or system name.")
+@click.option("--role", required=True, type=click.Choice(["admin", "coordinator", "partner", "ehr"]))
+@click.option("--organization", default=None, help="Organization/<id> the client acts for (partners need one).")
+@click.option("--scopes", multiple=True, help="SMART scopes, space- or comma-separated, e.g. 'system/CarePlan.rs' "
+              "(repeatable) [default: by role].")
+@click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="JWK Set of the client's public keys: it authenticates with signed assertions (private_key_jwt) "
+              "and gets no secret.")
+@click.option("--json", "as_json", is_flag=True, help="Print the registration as JSON.")
+def clients_create(name: str, role: str, organization: str | None, scopes: tuple[str, ...], jwks_file: Path | None,
+                   as_json: bool) -> None:
+    """Register a client and print its id and secret (shown this once: careplan keeps only a hash)."""
+    import json
+
+    from careplan.auth import clients
+    from careplan.auth.exceptions import RegistrationError
+
+    jwks = None
+    if jwks_file is not None:
+        try:
+            jwks = json.loads(jwks_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise click.UsageError(f"{jwks_file} is not JSON: {exc}") from None
+    scope_text = " ".join(" ".join(scopes).replace(",", " ").split()) or None
+    database = _migrated_database()
+    try:
+        new = clients.register(database, name=name, role=role, organization=organization, scopes=scope_text,
+                               jwks=jwks, with_secret=jwks is None)
+    except RegistrationError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        database.dispose()
+    client = new.client
+    if as_json:
+        click.echo(json.dumps({"client_id": client.client_id, "client_secret": new.secret, "name": client.name,
+                               "role": client.role, "organization": client.organization, "scope": str(client.scopes),
+                               "token_endpoint_auth_methods": list(client.auth_methods)}, indent=2))
+        return
+    click.echo(f"client_id={client.client_id}")
+    if new.secret is not None:
+        click.echo(f"client_secret={new.secret}")
+        click.echo("The secret is shown only this once: careplan keeps a hash of it.")
+    click.echo(f"role={client.role} organization={client.organization or '-'} scope={client.scopes}")
+    click.echo(f"authenticates with: {', '.join(client.auth_methods)}")
+
+
+@clients_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the clients as JSON.")
+def clients_list(as_json: bool) -> None:
+    """List the registered clients (never their secrets)."""
+    import json
+
+    from careplan.auth import clients
+
+    database = _migrated_database()
+    try:
+        registered = clients.list_clients(database)
+    finally:
+        database.dispose()
+    rows = [{"client_id": c.client_id, "name": c.name, "role": c.role, "organization": c.organization,
+             "scope": str(c.scopes), "status": "revoked" if c.revoked else "active",
+             "token_endpoint_auth_methods": list(c.auth_methods), "created": c.created_at.isoformat()}
+            for c in registered]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['client_id']}  {row['status']}  {row['role']}  {row['organization'] or '-'}  "
+                   f"{row['name']}  [{row['scope']}]")
+    if not rows:
+        click.echo("no clients registered")
+
+
+@clients_group.command("revoke")
+@click.argument("client_id")
+def clients_revoke(client_id: str) -> None:
+    """Revoke a client: no new tokens, and the tokens it holds stop working at once."""
+    from careplan.auth import clients
+    from careplan.auth.exceptions import UnknownClient
+
+    database = _migrated_database()
+    try:
+        clients.revoke(database, client_id=client_id)
+    except UnknownClient:
+        click.echo(f"no client {client_id!r} is registered", err=True)
+        sys.exit(1)
+    finally:
+        database.dispose()
+    click.echo(f"revoked {client_id}")
+
+
+@clients_group.command("rotate-secret")
+@click.argument("client_id")
+def clients_rotate_secret(client_id: str) -> None:
+    """Give a client a new secret (printed once); the old one stops working."""
+    from careplan.auth import clients
+    from careplan.auth.exceptions import UnknownClient
+
+    database = _migrated_database()
+    try:
+        secret = clients.rotate_secret(database, client_id=client_id)
+    except UnknownClient:
+        click.echo(f"no client {client_id!r} is registered", err=True)
+        sys.exit(1)
+    finally:
+        database.dispose()
+    click.echo(f"client_id={client_id}\nclient_secret={secret}")
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Manage the keys that sign access tokens."""
+
+
+@keys_group.command("rotate")
+@click.option("--retire-previous", is_flag=True,
+              help="Retire the replaced key at once (it was compromised): every token it signed stops working.")
+def keys_rotate(retire_previous: bool) -> None:
+    """Make a new signing key; the old one still verifies the tokens it signed until they expire."""
+    from datetime import timedelta
+
+    from careplan.auth import keys
+
+    settings = careplan_config.from_env()
+    database = _migrated_database()
+    try:
+        new, replaced = keys.rotate(database, token_lifetime=timedelta(seconds=settings.token_lifetime_seconds),
+                                    retire_previous=retire_previous)
+    finally:
+        database.dispose()
+    click.echo(f"active key {new.kid} ({new.algorithm})")
+    for old in replaced:
+        until = "retired now" if old.status == "retired" else f"verifies until {old.retire_after.isoformat()}"
+        click.echo(f"replaced key {old.kid}: {until}")
+
+
+@keys_group.command("list")
+def keys_list() -> None:
+    """List the signing keys and their status (active, verifying, retired)."""
+    from careplan.auth import keys
+
+    database = _migrated_database()
+    try:
+        found = keys.list_keys(database)
+    finally:
+        database.dispose()
+    for key in found:
+        until = f" until {key.retire_after.isoformat()}" if key.status == "verifying" else ""
+        click.echo(f"{key.kid}  {key.algorithm}  {key.status}{until}  created {key.created_at.isoformat()}")
+    if not found:
+        click.echo("no signing key yet: one is made when the first token is issued")
+
+
+def _migrated_database():
+    from careplan.db import Database
+
+    settings = careplan_config.from_env()
+    if _current_revision(settings.database_url) != migrations.head_revision(settings.database_url):
+        click.echo("the database is not migrated: run `careplan db upgrade` first", err=True)
+        sys.exit(1)
+    return Database(settings.database_url)
 
 
 @main.command()
@@ -88,6 +284,69 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
 
     click.echo(f"careplan listening on http://{host}:{port} (FHIR at /fhir, health at /healthz)")
     Server().run()
+
+
+@main.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1),
+              help="NDJSON lines per transaction; batch Bundle entries between saves of the resume state.")
+@click.option("--skip-unsupported", is_flag=True,
+              help="Leave out entries of resource types careplan does not store (references to them stay as sent).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where resume state is kept [default: instance/import-state].")
+def import_(files: tuple[Path, ...], batch_size: int, skip_unsupported: bool, state_dir: Path | None) -> None:
+    """Load transaction or batch Bundles (JSON) and NDJSON files (one resource a line); safe to run again."""
+    from careplan import importer
+    from careplan.db import Database
+
+    settings = careplan_config.from_env()
+    if _current_revision(settings.database_url) != migrations.head_revision(settings.database_url):
+        click.echo("the database is not migrated: run `careplan db upgrade` first", err=True)
+        sys.exit(1)
+    bar = _ProgressBars()
+    database = Database(settings.database_url)
+    loader = importer.Importer(database, batch_size=batch_size, skip_unsupported=skip_unsupported,
+                               state_dir=state_dir or importer.DEFAULT_STATE_DIR, on_file=bar.start,
+                               progress=bar.advance, on_failure=lambda f: bar.note(f"failed: {f.describe()}"))
+    try:
+        summary = loader.run(list(files))
+    except KeyboardInterrupt:
+        bar.close()
+        click.echo("import interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    finally:
+        bar.close()
+        database.dispose()
+    done = f", {summary.files_already_done} already imported" if summary.files_already_done else ""
+    click.echo(f"import: {summary.files} files{done}: {summary.created} created, {summary.updated} updated, "
+               f"{summary.unchanged} unchanged, {summary.failed} failed, {summary.skipped} skipped (unsupported type); "
+               f"{summary.written} resources in {summary.seconds:.1f} s ({summary.per_second:.0f} resources/s)")
+    if summary.failed:
+        sys.exit(1)
+
+
+class _ProgressBars:
+    """One progress bar per file on stderr, with failures printed above it."""
+
+    def __init__(self):
+        self.bar = None
+
+    def start(self, name: str, total: int) -> None:
+        self.close()
+        self.bar = click.progressbar(length=max(total, 1), label=name, file=sys.stderr, show_pos=True)
+        self.bar.__enter__()
+
+    def advance(self, steps: int) -> None:
+        if self.bar is not None and steps > 0:
+            self.bar.update(steps)
+
+    def note(self, message: str) -> None:
+        click.echo(("\n" if self.bar is not None else "") + message, err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 def _current_revision(url: str) -> str | None:

@@ -24,6 +24,15 @@ class Settings:
     default_page_size: int = 50
     max_page_size: int = 1000
     database_echo: bool = False
+    max_bundle_entries: int = 10000  # entries in one transaction or batch Bundle; more answers 413
+    max_bundle_bytes: int = 100 * 1024 * 1024  # body limit of POST /fhir (Bundles), separate from max_body_bytes
+    # Authentication (careplan.auth, api/auth.py): see README "Authentication".
+    token_lifetime_seconds: int = 900  # access tokens from POST /oauth/token live 15 minutes
+    token_issuer: str | None = None  # iss of careplan's tokens; None means the public root URL
+    token_audience: str | None = None  # aud of careplan's tokens; None means the FHIR base URL
+    oidc_issuers: tuple = ()  # careplan.auth.oidc.OidcIssuer, from CAREPLAN_OIDC_ISSUERS (JSON)
+    cors_origins: tuple[str, ...] = ()  # origins allowed to call the API from a browser; empty: CORS off
+    instance_dir: Path = PROJECT_ROOT / "instance"  # local files such as demo-credentials.json
     extra: dict = field(default_factory=dict)
 
 
@@ -44,6 +53,14 @@ def from_env(environ: os._Environ | dict | None = None) -> Settings:
         default_page_size=_int(env, "CAREPLAN_DEFAULT_PAGE_SIZE", 50),
         max_page_size=_int(env, "CAREPLAN_MAX_PAGE_SIZE", 1000),
         database_echo=env.get("CAREPLAN_DATABASE_ECHO", "").lower() in {"1", "true", "yes"},
+        max_bundle_entries=_int(env, "CAREPLAN_MAX_BUNDLE_ENTRIES", 10000),
+        max_bundle_bytes=_int(env, "CAREPLAN_MAX_BUNDLE_BYTES", 100 * 1024 * 1024),
+        token_lifetime_seconds=_int(env, "CAREPLAN_TOKEN_LIFETIME_SECONDS", 900),
+        token_issuer=(env.get("CAREPLAN_TOKEN_ISSUER") or "").rstrip("/") or None,
+        token_audience=(env.get("CAREPLAN_TOKEN_AUDIENCE") or None),
+        oidc_issuers=_oidc_issuers(env.get("CAREPLAN_OIDC_ISSUERS")),
+        cors_origins=_origins(env.get("CAREPLAN_CORS_ORIGINS")),
+        instance_dir=_instance_dir(env),
     )
 
 
@@ -53,6 +70,29 @@ def normalize_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
+
+
+def _oidc_issuers(raw: str | None) -> tuple:
+    from careplan.auth.oidc import parse_issuers
+
+    try:
+        return parse_issuers(raw)
+    except ValueError as exc:
+        raise ConfigError(f"CAREPLAN_OIDC_ISSUERS {exc}") from None
+
+
+def _origins(raw: str | None) -> tuple[str, ...]:
+    return tuple(origin.strip().rstrip("/") for origin in (raw or "").split(",") if origin.strip())
+
+
+def _instance_dir(env) -> Path:
+    """Return CAREPLAN_INSTANCE_DIR, else the folder of a SQLite database file, else instance/."""
+    if env.get("CAREPLAN_INSTANCE_DIR"):
+        return Path(env["CAREPLAN_INSTANCE_DIR"])
+    url = env.get("CAREPLAN_DATABASE_URL") or default_database_url()
+    if url.startswith("sqlite:///") and url[len("sqlite:///"):] not in ("", ":memory:"):
+        return Path(url[len("sqlite:///"):]).parent
+    return PROJECT_ROOT / "instance"
 
 
 def _int(env, name: str, default: int) -> int:

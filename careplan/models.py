@@ -82,6 +82,7 @@ class Resource(Base):
         UniqueConstraint("res_type", "res_id", name="uq_resource_type_id"),
         Index("ix_resource_type_last_updated", "res_type", "last_updated"),
         Index("ix_resource_last_updated", "last_updated"),
+        Index("ix_resource_type_pk", "res_type", "pk"),  # searches page through one type in pk order
     )
 
 
@@ -139,7 +140,9 @@ class SearchString(Base):
     value: Mapped[str] = mapped_column(Text)
     normalized: Mapped[str] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_search_string_lookup", "res_type", "param", "normalized"),)
+    # text_pattern_ops: PostgreSQL uses the index for LIKE 'prefix%' whatever the database collation
+    __table_args__ = (Index("ix_search_string_lookup", "res_type", "param", "normalized",
+                            postgresql_ops={"normalized": "text_pattern_ops"}),)
 
 
 class SearchDate(Base):
@@ -231,3 +234,52 @@ INDEX_TABLES = (SearchToken, SearchString, SearchDate, SearchReference, SearchNu
 def utcnow() -> datetime:
     """Return the current time, timezone-aware in UTC."""
     return datetime.now(timezone.utc)
+
+
+# -- authentication (careplan.auth) -------------------------------------------------------------------------------
+
+
+class OAuthClient(Base):
+    """A registered OAuth 2.0 client; the secret is kept only as a scrypt hash, public keys as a JWK Set."""
+
+    __tablename__ = "oauth_client"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    organization: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    scopes: Mapped[str] = mapped_column(Text)  # space-separated SMART scopes it may be granted
+    grant_types: Mapped[str] = mapped_column(String(200))  # space-separated
+    secret_hash: Mapped[str | None] = mapped_column(Text, nullable=True)
+    jwks: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON JWK Set of its public keys
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class SigningKey(Base):
+    """A key the token service signs access tokens with; ``kid`` is its RFC 7638 thumbprint.
+
+    Active while ``rotated_out_at`` is empty; after rotation it only verifies, until ``retire_after`` (when every
+    token it signed has expired) or ``retired_at`` (retired early). Its private half is erased at rotation.
+    """
+
+    __tablename__ = "oauth_signing_key"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    private_key: Mapped[str | None] = mapped_column(Text, nullable=True)  # PKCS#8 PEM
+    public_jwk: Mapped[str] = mapped_column(Text)  # JSON
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    rotated_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    retire_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class UsedClientAssertion(Base):
+    """The jti of a client assertion already used, kept until the assertion expires (replay protection)."""
+
+    __tablename__ = "oauth_used_assertion"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -6,9 +6,14 @@ reached, the run fails instead of skipping.
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import inspect, text
 
 from api import create_app
@@ -80,10 +85,56 @@ def _empty_tables(request, database_url):
     yield
 
 
+_client_numbers = itertools.count(1)
+_default_token_lock = threading.Lock()
+
+
+def issue_test_token(app, *, role: str = "admin", organization: str | None = None, scopes: str = "system/*.cruds",
+                     client_id: str | None = None, lifetime: timedelta | None = None,
+                     now: datetime | None = None) -> str:
+    """Register a client and have the real token service sign a token for it, as POST /oauth/token would."""
+    from api import auth as api_auth
+    from careplan.auth import clients, tokens
+
+    database = app.extensions["careplan.database"]
+    registered = clients.register(database, name=f"test {role}", role=role, organization=organization,
+                                  scopes=scopes, with_secret=False,
+                                  client_id=client_id or f"test-client-{next(_client_numbers)}")
+    with app.test_request_context():  # the test client's base URL, http://localhost/
+        settings = api_auth.token_settings()
+    if lifetime is not None:
+        settings = replace(settings, lifetime=lifetime)
+    return tokens.issue_access_token(database, client=registered.client, scopes=registered.client.scopes,
+                                     settings=settings, now=now).access_token
+
+
+def default_token(app) -> str:
+    """Return the app's admin token (system/*.cruds), issuing it on first use."""
+    with _default_token_lock:  # test clients in several threads share one token
+        token = app.extensions.get("tests.default_token")
+        if token is None:
+            token = issue_test_token(app, client_id="test-admin")
+            app.extensions["tests.default_token"] = token
+        return token
+
+
+class AuthenticatedClient(FlaskClient):
+    """A test client that sends a real admin bearer token unless the request sets Authorization itself."""
+
+    def open(self, *args, **kwargs):
+        if args and isinstance(args[0], str):
+            headers = dict(kwargs.pop("headers", None) or {})
+            if not any(name.lower() == "authorization" for name in headers):
+                headers["Authorization"] = f"Bearer {default_token(self.application)}"
+            kwargs["headers"] = headers
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def app(database_url):
-    """Return the careplan app on the test database."""
+    """Return the careplan app on the test database; its test clients authenticate as an admin client."""
     app = create_app({"TESTING": True, "CAREPLAN_DATABASE_URL": database_url})
+    app.test_client_class = AuthenticatedClient
     yield app
     app.extensions["careplan.database"].dispose()
 
@@ -92,6 +143,24 @@ def app(database_url):
 def client(app):
     """Return a test client for the app."""
     return app.test_client()
+
+
+@pytest.fixture
+def anonymous_client(app):
+    """Return a test client that sends no token."""
+    return FlaskClient(app, app.response_class, use_cookies=True)
+
+
+@pytest.fixture
+def token_for(app):
+    """Return a factory of real access tokens: token_for(role=..., organization=..., scopes=...)."""
+
+    def issue(*, role: str = "admin", organization: str | None = None, scopes: str = "system/*.cruds",
+              lifetime: timedelta | None = None, now: datetime | None = None) -> str:
+        return issue_test_token(app, role=role, organization=organization, scopes=scopes, lifetime=lifetime,
+                                now=now)
+
+    return issue
 
 
 @pytest.fixture

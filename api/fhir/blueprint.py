@@ -11,6 +11,8 @@ from typing import Callable
 from flask import Blueprint
 
 from api.fhir import capabilities, create, delete, history, patch, read, update, vread
+from api.fhir import everything, search
+from api.fhir import transaction
 from api.fhir.http import check_acceptable
 
 
@@ -26,6 +28,9 @@ class Interaction:
 
 
 INTERACTIONS: tuple[Interaction, ...] = (
+    # One route serves both: the view dispatches on Bundle.type; both codes are listed for the CapabilityStatement.
+    Interaction("transaction", "system", "", "POST", transaction.transaction),
+    Interaction("batch", "system", "", "POST", transaction.transaction),
     Interaction("read", "instance", "/<resource_type>/<resource_id>", "GET", read.read),
     Interaction("vread", "instance", "/<resource_type>/<resource_id>/_history/<version_id>", "GET", vread.vread),
     Interaction("update", "instance", "/<resource_type>/<resource_id>", "PUT", update.update),
@@ -39,12 +44,25 @@ INTERACTIONS: tuple[Interaction, ...] = (
     Interaction("history-type", "type", "/<resource_type>/_history", "GET", history.type_history),
     Interaction("history-system", "system", "/_history", "GET", history.system_history),
     Interaction("capabilities", "system", "/metadata", "GET", capabilities.metadata),
+    Interaction("search-type", "type", "/<resource_type>", "GET", search.search_type),
+    Interaction("search-type-post", "type", "/<resource_type>/_search", "POST", search.search_type_post),
+    Interaction("search-system", "system", "", "GET", search.search_system),
+    Interaction("search-system-get", "system", "/_search", "GET", search.search_system),
+    Interaction("search-system-post", "system", "/_search", "POST", search.search_system_post),
+    Interaction("search-compartment", "instance", "/<resource_type>/<resource_id>/<compartment_type>", "GET",
+                search.search_compartment),
+    Interaction("everything", "instance", "/<resource_type>/<resource_id>/$everything", "GET",
+                everything.everything),
 )
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 bp.before_request(check_acceptable)
 
+_routed: set[tuple[str, str]] = set()
 for interaction in INTERACTIONS:
+    if (interaction.rule, interaction.method) in _routed:
+        continue  # a second code for a route already served (batch shares transaction's POST /fhir)
+    _routed.add((interaction.rule, interaction.method))
     bp.add_url_rule(interaction.rule, endpoint=interaction.code, view_func=interaction.view,
                     methods=[interaction.method])
 

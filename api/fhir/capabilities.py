@@ -11,6 +11,7 @@ from functools import lru_cache
 from api.fhir.http import base_url, fhir_json
 from careplan.resources import SERVER_WRITTEN_TYPES, SUPPORTED_TYPES
 from careplan.search.parameters import load_registry
+from careplan.search.query import is_searchable
 
 INTERACTIONS: tuple = ()  # filled in by api.fhir.blueprint
 SOFTWARE_VERSION = "0.1.0"
@@ -53,10 +54,18 @@ def _statement_body() -> dict:
             SERVER_WRITTEN_TYPES else "not-supported",
         }
         if "search-type" in codes:
+            # only what the engine evaluates: composite and special parameters (_text, _content...) are left out
+            searchable = [p for p in registry.for_type(resource_type).values() if is_searchable(p)]
             entry["searchParam"] = [
                 {"name": p.code, "definition": p.url, "type": p.type}
-                for p in sorted(registry.for_type(resource_type).values(), key=lambda p: p.code)
+                for p in sorted(searchable, key=lambda p: p.code)
             ]
+            entry["searchInclude"] = ["*"] + sorted(f"{resource_type}:{p.code}" for p in searchable
+                                                    if p.type == "reference")
+            entry["searchRevInclude"] = ["*"]
+        if "everything" in codes and resource_type == "Patient":
+            entry["operation"] = [{"name": "everything",
+                                   "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
         resources.append(entry)
     system = [{"code": c} for c in ("transaction", "batch", "search-system", "history-system") if c in codes]
     return {

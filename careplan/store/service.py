@@ -14,10 +14,11 @@ from typing import TypeVar
 
 import jsonpatch
 import jsonpointer
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from careplan.db import Database
+from careplan.db import Database, advisory_key
 from careplan.errors import (
     Gone,
     InvalidRequest,
@@ -51,6 +52,22 @@ def _require_client_writable(resource_type: str, by_server: bool) -> None:
         raise MethodNotAllowed(f"{resource_type} resources are written by the server only")
 
 
+def require_client_writable(resource_type: str) -> None:
+    """Raise MethodNotAllowed when clients may not write resource_type (the audit trail)."""
+    _require_client_writable(resource_type, False)
+
+
+def conditional_lock_key(resource_type: str, criteria: list[tuple[str, str]]) -> str:
+    """Return the lock name that serialises conditional writes with the same criteria."""
+    return f"conditional:{resource_type}?{sorted(criteria)}"
+
+
+def lock_in(session: Session, name: str) -> None:
+    """Take the advisory lock name until session's transaction ends (PostgreSQL; SQLite has one writer already)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(name)})
+
+
 def _retrying(db: Database, work: Callable[[Session], T], *, lock_key: str | None = None) -> T:
     """Run work in a write transaction, retrying when a concurrent writer won a unique-key race."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -62,6 +79,11 @@ def _retrying(db: Database, work: Callable[[Session], T], *, lock_key: str | Non
                 raise
             log.info("write conflict, retrying (attempt %d): %s", attempt, type(exc.orig).__name__)
     raise AssertionError("unreachable")
+
+
+def write_retrying(db: Database, work: Callable[[Session], T], *, lock_key: str | None = None) -> T:
+    """Run work(session) in a write transaction, retrying it whole when a concurrent writer won a race."""
+    return _retrying(db, work, lock_key=lock_key)
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -120,18 +142,23 @@ def _gone(row) -> GoneResource:
 def vread(db: Database, *, resource_type: str, resource_id: str, version_id: str) -> StoredResource:
     """Return one version of a resource; a version that records a deletion raises Gone."""
     require_type(resource_type)
+    with db.reading() as session:
+        return vread_in(session, resource_type=resource_type, resource_id=resource_id, version_id=version_id)
+
+
+def vread_in(session: Session, *, resource_type: str, resource_id: str, version_id: str) -> StoredResource:
+    """Return one version of a resource within session; a version that records a deletion raises Gone."""
     if not version_id.isdigit():
         raise NotFound(f"Version {version_id!r} of {resource_type}/{resource_id} is not known")
-    with db.reading() as session:
-        row = repository.version(session, resource_type, resource_id, int(version_id))
-        if row is None:
-            if repository.head(session, resource_type, resource_id) is None:
-                raise NotFound(f"{resource_type}/{resource_id} is not known")
-            raise NotFound(f"Version {version_id} of {resource_type}/{resource_id} is not known")
-        record = repository.as_record(row)
-        if record.deleted:
-            raise GoneResource(record)
-        return record
+    row = repository.version(session, resource_type, resource_id, int(version_id))
+    if row is None:
+        if repository.head(session, resource_type, resource_id) is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
+        raise NotFound(f"Version {version_id} of {resource_type}/{resource_id} is not known")
+    record = repository.as_record(row)
+    if record.deleted:
+        raise GoneResource(record)
+    return record
 
 
 def history(db: Database, *, resource_type: str | None = None, resource_id: str | None = None,
@@ -165,7 +192,7 @@ def create(db: Database, *, resource: object, resource_type: str | None = None,
     resource_type = validate_resource(resource, expected_type=resource_type)
     _require_client_writable(resource_type, by_server)
     criteria = _criteria(if_none_exist) if if_none_exist else None
-    lock_key = f"conditional:{resource_type}?{sorted(criteria)}" if criteria else None
+    lock_key = conditional_lock_key(resource_type, criteria) if criteria else None
     return _retrying(db, lambda s: create_in(s, resource=resource, criteria=criteria), lock_key=lock_key)
 
 
@@ -243,7 +270,7 @@ def conditional_update(db: Database, *, resource_type: str, criteria: str, resou
                                   expression=f"{resource_type}.id")
         return create_in(session, resource=resource, resource_id=resource.get("id"))
 
-    return _retrying(db, work, lock_key=f"conditional:{resource_type}?{sorted(parsed)}")
+    return _retrying(db, work, lock_key=conditional_lock_key(resource_type, parsed))
 
 
 def patch(db: Database, *, resource_type: str, resource_id: str, operations: object,
@@ -251,27 +278,35 @@ def patch(db: Database, *, resource_type: str, resource_id: str, operations: obj
     """Apply a JSON Patch to the current version and store the result as a new version."""
     require_type(resource_type)
     _require_client_writable(resource_type, False)
+    patch_document = parse_patch(operations)
+    return _retrying(db, lambda s: patch_in(s, resource_type=resource_type, resource_id=resource_id,
+                                            patch_document=patch_document, if_match=if_match))
+
+
+def parse_patch(operations: object) -> jsonpatch.JsonPatch:
+    """Parse a JSON Patch document; raise InvalidRequest when it is not one."""
     if not isinstance(operations, list):
         raise InvalidRequest("A JSON Patch document must be a JSON array of operations")
     try:
-        patch_document = jsonpatch.JsonPatch(operations)
+        return jsonpatch.JsonPatch(operations)
     except (jsonpatch.InvalidJsonPatch, TypeError) as exc:
         raise InvalidRequest(f"Invalid JSON Patch: {exc}") from None
 
-    def work(session: Session) -> WriteResult:
-        row = repository.head(session, resource_type, resource_id, for_update=True)
-        if row is None:
-            raise NotFound(f"{resource_type}/{resource_id} is not known")
-        if row.deleted:
-            raise _gone(row)
-        _check_if_match(row, if_match)
-        patched = apply_patch(patch_document, row.content)
-        validate_resource(patched, expected_type=resource_type)
-        if patched.get("id") != resource_id:
-            raise UnprocessableEntity("A patch may not change the resource id", expression=f"{resource_type}.id")
-        return update_in(session, resource=patched, resource_id=resource_id, method="PATCH")
 
-    return _retrying(db, work)
+def patch_in(session: Session, *, resource_type: str, resource_id: str, patch_document: jsonpatch.JsonPatch,
+             if_match: int | None = None) -> WriteResult:
+    """Apply a parsed JSON Patch to the current version inside session and store the result as a new version."""
+    row = repository.head(session, resource_type, resource_id, for_update=True)
+    if row is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    if row.deleted:
+        raise _gone(row)
+    _check_if_match(row, if_match)
+    patched = apply_patch(patch_document, row.content)
+    validate_resource(patched, expected_type=resource_type)
+    if patched.get("id") != resource_id:
+        raise UnprocessableEntity("A patch may not change the resource id", expression=f"{resource_type}.id")
+    return update_in(session, resource=patched, resource_id=resource_id, method="PATCH")
 
 
 def apply_patch(patch_document: jsonpatch.JsonPatch, content: dict) -> dict:
@@ -319,7 +354,7 @@ def conditional_delete(db: Database, *, resource_type: str, criteria: str) -> St
             return None
         return delete_in(session, resource_type=resource_type, resource_id=existing[0].res_id)
 
-    return _retrying(db, work, lock_key=f"conditional:{resource_type}?{sorted(parsed)}")
+    return _retrying(db, work, lock_key=conditional_lock_key(resource_type, parsed))
 
 
 # -- criteria ----------------------------------------------------------------------------------------------
@@ -341,3 +376,13 @@ def _criteria(query_string: str) -> list[tuple[str, str]]:
 def _matches(session: Session, resource_type: str, pairs: list[tuple[str, str]]):
     # Two are enough to tell "one" from "several".
     return search_query.matching_rows(session, resource_type, search_query.parse(pairs), limit=2)
+
+
+def parse_criteria(query_string: str) -> list[tuple[str, str]]:
+    """Parse conditional criteria (``identifier=s|v&...``, optionally after ``Type?``) into name/value pairs."""
+    return _criteria(query_string)
+
+
+def matches_in(session: Session, *, resource_type: str, criteria: list[tuple[str, str]]) -> list[StoredResource]:
+    """Return the live resources matching criteria inside session; at most two (enough to tell one from several)."""
+    return [repository.as_record(row) for row in _matches(session, resource_type, criteria)]
