@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import random
 import statistics
 import sys
@@ -249,6 +250,9 @@ def main() -> int:
                 connection.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
             print(f"loaded {size:,} resources in {time.perf_counter() - began:.0f} s", flush=True)
             results[size] = measure(database, sizes, args.repeats, rng)
+            # other programs on the machine skew single figures; say how busy it was
+            print(f"measured at {size:,}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
+                  flush=True)
         report(steps, results)
     finally:
         if database is not None:

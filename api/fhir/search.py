@@ -114,8 +114,7 @@ def searchset(path: str, parsed: SearchRequest, result: engine.SearchResult) -> 
         shown.append(("_count", str(parsed.count)))
     links = [{"relation": "self", "url": _link(path, shown + ([("_cursor", parsed.cursor)] if parsed.cursor
                                                              else []))}]
-    if parsed.cursor:
-        links.append({"relation": "first", "url": _link(path, shown)})
+    links.append({"relation": "first", "url": _link(path, shown)})
     if result.next_cursor is not None:
         links.append({"relation": "next", "url": _link(path, shown + [("_cursor", result.next_cursor)])})
     bundle["link"] = links

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session, SessionTransaction
@@ -27,7 +27,8 @@ def transaction_time(session: Session) -> datetime:
     stamp_ = session.info.get(TRANSACTION_TIME)
     if stamp_ is None:
         if session.get_bind().dialect.name == "postgresql":
-            stamp_ = session.execute(text("SELECT now()")).scalar_one()
+            # psycopg returns the server's zone (e.g. ZoneInfo('Etc/UTC')); keep one representation of UTC.
+            stamp_ = session.execute(text("SELECT now()")).scalar_one().astimezone(timezone.utc)
         else:
             stamp_ = utcnow()
         session.info[TRANSACTION_TIME] = stamp_

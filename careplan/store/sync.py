@@ -8,7 +8,7 @@ point to continue from (Bundle.meta.lastUpdated): no open transaction was stampe
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -29,6 +29,6 @@ TICK = timedelta(microseconds=1)
 def horizon(session: Session) -> datetime:
     """Return the instant before which every write is committed; call it before reading the changes."""
     if session.get_bind().dialect.name == "postgresql":
-        return session.execute(_OLDEST_OPEN_TRANSACTION).scalar_one() - TICK
+        return session.execute(_OLDEST_OPEN_TRANSACTION).scalar_one().astimezone(timezone.utc) - TICK
     # SQLite: the caller holds the write lock (Database.polling), so no write is in flight.
     return utcnow() - TICK

@@ -126,7 +126,7 @@ def test_type_search_answers_a_searchset_with_absolute_full_urls_and_match_mode(
     assert entry["search"] == {"mode": "match"}
     assert entry["resource"]["id"] == "plan-zoe"
     self_link = link(bundle, "self")
-    assert self_link.startswith("http://localhost/fhir/CarePlan?")
+    assert self_link.startswith("http://localhost/fhir/CarePlan?") and link(bundle, "first") == self_link
     assert ("patient", "Patient/zoe") in parse_qsl(urlsplit(self_link).query)
 
 
