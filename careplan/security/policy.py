@@ -27,6 +27,7 @@ DIRECTORY_TYPES = frozenset({"Organization", "HealthcareService", "Location", "P
 # What of a Patient a partner agency needs to act on a referral: who, how to reach them, in which language.
 PARTNER_PATIENT_ELEMENTS = ("resourceType", "id", "meta", "name", "telecom", "address", "communication")
 PATIENT_LINKS = ("patient", "subject", "for", "beneficiary")
+PARTNER_TYPES = ("Task", "ServiceRequest", "Patient", "Communication")
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,15 @@ class Caller:
         return self.references | ({self.organization} if self.organization else frozenset())
 
 
-def visible(caller: Caller, resource_type: str, *, now: datetime, row=Resource) -> ColumnElement[bool]:
-    """Return the SQL condition on ``row`` (a Resource alias) under which caller may see it."""
+def visible(caller: Caller, resource_type: str | None, *, now: datetime, row=Resource) -> ColumnElement[bool]:
+    """Return the SQL condition on ``row`` (a Resource alias) under which caller may see it.
+
+    With ``resource_type`` None the condition works for rows of any type (system search, includes, chains).
+    """
     if caller.role == "admin":
         return true()
+    if resource_type is None:
+        return _visible_any(caller, now, row)
     if resource_type in DIRECTORY_TYPES:
         return true()
     if resource_type == "AuditEvent":
@@ -63,6 +69,18 @@ def visible(caller: Caller, resource_type: str, *, now: datetime, row=Resource) 
             return addressed
         return and_(addressed, _permitted(caller, resource_type, now, row), ~_denied(caller, resource_type, now, row))
     return false()
+
+
+def _visible_any(caller: Caller, now: datetime, row) -> ColumnElement[bool]:
+    directory = row.res_type.in_(sorted(DIRECTORY_TYPES))
+    if caller.role in CIRCLE_OF_CARE:
+        if caller.break_glass and caller.role == "coordinator":
+            return row.res_type != "AuditEvent"
+        return or_(directory, and_(row.res_type != "AuditEvent", ~_denied(caller, row.res_type, now, row)))
+    if caller.role == "partner" and caller.organization:
+        return or_(directory, *(and_(row.res_type == t, visible(caller, t, now=now, row=row))
+                                for t in PARTNER_TYPES))
+    return directory
 
 
 def redact(caller: Caller, resource: dict) -> dict:
@@ -104,15 +122,19 @@ def _addressed_to(organization: str, resource_type: str, row) -> ColumnElement[b
     return None
 
 
-def _about_patient(patient_id, resource_type: str, row) -> ColumnElement[bool]:
-    """Return the condition that a resource is about the patient whose id is patient_id."""
-    if resource_type == "Patient":
-        return patient_id == row.res_id
-    return patient_id.in_(
+def _about_patient(patient_id, resource_type, row) -> ColumnElement[bool]:
+    """Return the condition that a resource is about the patient whose id is patient_id.
+
+    resource_type is a type name, or the row's type column when the condition must work for any type.
+    """
+    linked = patient_id.in_(
         select(SearchReference.target_id).where(SearchReference.resource_pk == row.pk,
                                                 SearchReference.param.in_(PATIENT_LINKS),
                                                 SearchReference.target_type == "Patient"
                                                 ).correlate_except(SearchReference))
+    if isinstance(resource_type, str):
+        return patient_id == row.res_id if resource_type == "Patient" else linked
+    return or_(and_(resource_type == "Patient", patient_id == row.res_id), linked)
 
 
 def _label_codes(row):

@@ -174,3 +174,15 @@ def test_sql_grants_agree_with_the_python_decision(database, provision, resource
     in_python = decide([document], Request(frozenset({HOUSING}), resource_type, resource_labels, NOW),
                        express_consent_required=True).permitted
     assert in_sql == in_python
+
+
+@pytest.mark.parametrize("caller", [PARTNER, OTHER_PARTNER, COORDINATOR, Caller("ehr"), Caller("partner")])
+def test_type_generic_condition_agrees_with_the_per_type_ones(world, caller):
+    give(world, consent("c1", {"type": "permit", "actor": actor(HOUSING)}),
+         consent("lockbox", {"type": "deny", "actor": actor(CLINIC), "securityLabel": [ETH]}))
+    with world.reading() as session:
+        generic = set(session.execute(select(Resource.res_type, Resource.res_id).where(
+            Resource.deleted.is_(False), visible(caller, None, now=NOW))))
+        types = set(session.scalars(select(Resource.res_type).distinct()))
+    specific = {(t, i) for t in types for i in seen(world, caller, t)}
+    assert generic == specific
