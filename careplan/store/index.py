@@ -57,10 +57,11 @@ def replace(session: Session, *, resource_pk: int, resource_type: str, content: 
         row["res_type"] = resource_type
         rows.setdefault(_TABLE_FOR[type(value)], []).append(row)
     for table, table_rows in rows.items():
-        session.execute(insert(table), table_rows)
+        # Core insert: the ORM-enabled form costs about half the ingest time for rows we never load as objects.
+        session.execute(insert(table.__table__), table_rows)
 
 
 def clear(session: Session, *, resource_pk: int) -> None:
     """Remove every index row of a resource."""
     for table in INDEX_TABLES:
-        session.execute(delete(table).where(table.resource_pk == resource_pk))
+        session.execute(delete(table.__table__).where(table.__table__.c.resource_pk == resource_pk))
