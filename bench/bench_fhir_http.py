@@ -694,7 +694,8 @@ def machine_info() -> dict:
     versions = {}
     from importlib import metadata
 
-    for package in ("gunicorn", "flask", "sqlalchemy", "psycopg", "fhir.resources", "pydantic", "fhirpathpy"):
+    for package in ("gunicorn", "flask", "sqlalchemy", "psycopg", "fhir.resources", "pydantic", "fhirpathpy",
+                    "pyjwt", "simplejson"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -858,6 +859,10 @@ def main(argv: list[str] | None = None) -> int:
                 if result.errors:
                     print(f"    first error: {result.first_error}", flush=True)
 
+        empty = [r for r in results if not r.requests]
+        if empty:
+            raise BenchError(f"{empty[0].workload} on {empty[0].server}: no request succeeded "
+                             f"({empty[0].first_error})")
         by = {(r.workload, r.server): r for r in results}
         ratios = {}
         for workload in ("create", "read"):
