@@ -276,6 +276,8 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
             self.cfg.set("accesslog", "-")
             # Log method, path template and status only: query strings can carry identifiers.
             self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms')
+            # gunicorn's control socket sits at one fixed path per user: two instances on a host would share it.
+            self.cfg.set("control_socket_disable", True)
 
         def load(self):
             from api import create_app
