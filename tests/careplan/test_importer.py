@@ -26,7 +26,8 @@ ORG_ID = "https://careplan.example.org/org"
 def synthea_files() -> list[Path]:
     """Return the five Synthea sample files in load order; fail (never skip) when they are missing."""
     assert SYNTHEA.is_dir(), f"the Synthea sample data is missing: expected it at {SYNTHEA}"
-    reference = sorted(SYNTHEA.glob("hospitalInformation*.json")) + sorted(SYNTHEA.glob("practitionerInformation*.json"))
+    reference = [*sorted(SYNTHEA.glob("hospitalInformation*.json")),
+                 *sorted(SYNTHEA.glob("practitionerInformation*.json"))]
     patients = sorted(p for p in SYNTHEA.glob("*.json") if p not in reference)
     assert len(reference) == 2 and len(patients) == 3, sorted(p.name for p in SYNTHEA.iterdir())
     return reference + patients

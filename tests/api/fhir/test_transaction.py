@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import uuid
 
 import pytest
 
@@ -58,14 +59,14 @@ def test_transaction_creates_every_entry_and_resolves_urn_references_everywhere(
     plan = careplan(subject={"reference": patient_urn}, author={"reference": org_urn},
                     instantiatesUri=[patient_urn],
                     text={"status": "generated",
-                          "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><a href="{patient_urn}">patient</a></div>'})
+                          "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><a href="{patient_urn}">p</a></div>'})
     plan["contained"][0]["subject"] = {"reference": patient_urn}
     plan["activity"][0]["detail"]["extension"] = [{"url": "https://careplan.example.org/fhir/StructureDefinition/by",
                                                    "valueReference": {"reference": org_urn}}]
     communication = {"resourceType": "Communication", "status": "completed", "subject": {"reference": patient_urn},
                      "payload": [{"contentAttachment": {"url": patient_urn, "contentType": "application/fhir+json"}}]}
     sent = bundle(post(patient(), patient_urn), post(organization(), org_urn),
-                  post(observation(subject={"reference": patient_urn}), "urn:uuid:8a1f0c3e-1111-4d34-9a57-0f9d1c1d1a02"),
+                  post(observation(subject={"reference": patient_urn}), f"urn:uuid:{uuid.uuid4()}"),
                   post(plan), post(communication))
 
     response = fhir.post("/fhir", sent)
@@ -237,7 +238,8 @@ def test_conditional_reference_matching_several_fails_with_412(fhir):
 
 
 def test_unresolvable_urn_reference_is_400(fhir):
-    response = fhir.post("/fhir", bundle(post(observation(subject={"reference": "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427"}))))
+    dangling = {"reference": "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427"}
+    response = fhir.post("/fhir", bundle(post(observation(subject=dangling))))
     assert response.status_code == 400
     assert outcome(response)["issue"][0]["expression"] == ["Bundle.entry[0].resource.subject.reference"]
 
@@ -396,3 +398,12 @@ def test_conditional_patch_and_missing_target(fhir):
                                          "request": {"method": "PATCH", "url": f"Patient?identifier={MRN}|Z"}}))
     assert missing.status_code == 404
     assert outcome(missing)["issue"][0]["expression"] == ["Bundle.entry[0].request.url"]
+
+
+def test_bundle_limits_are_read_from_the_environment():
+    from careplan.config import from_env
+
+    settings = from_env({"CAREPLAN_MAX_BUNDLE_ENTRIES": "25", "CAREPLAN_MAX_BUNDLE_BYTES": "4096"})
+    assert (settings.max_bundle_entries, settings.max_bundle_bytes) == (25, 4096)
+    defaults = from_env({})
+    assert (defaults.max_bundle_entries, defaults.max_bundle_bytes) == (10000, 100 * 1024 * 1024)
