@@ -33,10 +33,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(fhir_blueprint.bp)
     fhir_errors.init_app(app)
 
-    from api import auth, oauth, security_headers
+    from api import access, auth, oauth, security_headers
 
     # Order matters: CORS preflights are answered before authentication, which runs before every other hook.
     security_headers.init_app(app)
     auth.init_app(app)
+    access.init_app(app)
     app.register_blueprint(oauth.bp)
     return app

@@ -33,6 +33,11 @@ SUPPORTED_TYPES: tuple[str, ...] = (
 SERVER_WRITTEN_TYPES: frozenset[str] = frozenset({"AuditEvent"})
 
 
+# What a search naming no type covers (system search, compartment "*", $everything): the audit trail is only read by
+# asking for it, so it never floods a sync or a patient summary.
+WIDE_SEARCH_TYPES: tuple[str, ...] = tuple(t for t in SUPPORTED_TYPES if t not in SERVER_WRITTEN_TYPES)
+
+
 def is_supported(resource_type: str) -> bool:
     """Tell whether resource_type is stored by this server."""
     return resource_type in _SUPPORTED

@@ -15,10 +15,11 @@ from flask import request
 from api.database import get_db, get_settings
 from api.fhir.http import base_url, fhir_json
 from careplan.errors import NotFound, UnsupportedMediaType
-from careplan.resources import is_supported
+from careplan.resources import WIDE_SEARCH_TYPES, is_supported
 from careplan.search import engine
 from careplan.search.compartment import member_types
 from careplan.search.request import Compartment, SearchRequest, parse_request
+from careplan.security import context
 from careplan.store import service
 from careplan.store.records import StoredResource
 
@@ -27,8 +28,8 @@ SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValu
 
 
 def caller_visibility():
-    """Return the access policy of the caller as a condition on Resource; None until issue 4 adds policies."""
-    return None
+    """Return the access policy of the caller as a condition on Resource of any type (None: no restriction)."""
+    return context.visibility(None)
 
 
 def search_type(resource_type: str):
@@ -59,7 +60,8 @@ def search_compartment(resource_type: str, resource_id: str, compartment_type: s
         raise NotFound(f"Only the Patient compartment is searchable; nothing is served at {request.path}")
     if compartment_type != "*":
         service.require_type(compartment_type)
-    types = member_types() if compartment_type == "*" else (compartment_type,)
+    types = tuple(t for t in member_types() if t in WIDE_SEARCH_TYPES) if compartment_type == "*" \
+        else (compartment_type,)
     pairs = _query_pairs()
     with get_db().reading() as session:
         if engine.compartment_owner(session, resource_id, visibility=caller_visibility()) is None:

@@ -38,6 +38,7 @@ from careplan.models import (
     SearchToken,
     SearchUri,
 )
+from careplan.resources import WIDE_SEARCH_TYPES
 from careplan.search import compartment as compartments
 from careplan.search.query import Scope, alias, condition
 from careplan.search.request import Include, SearchRequest, SortKey, resource_level
@@ -129,6 +130,8 @@ def _conditions(request: SearchRequest, scope: Scope) -> list:
                            for t in request.types)))
     elif not request.all_types:
         where.append(Resource.res_type.in_(request.types))
+    else:
+        where.append(Resource.res_type.in_(WIDE_SEARCH_TYPES))
     if request.compartment is not None:
         where.append(compartments.in_compartment(request.compartment.patient_id, request.types))
     return where
@@ -318,6 +321,8 @@ def _reverse(session: Session, frontier: list[Resource], include: Include, scope
     conditions = [or_(*(and_(link.target_type == t, link.target_id.in_(ids)) for t, ids in by_type.items()))]
     if include.source_type is not None:
         conditions.append(link.res_type == include.source_type)
+    else:
+        conditions.append(link.res_type.in_(WIDE_SEARCH_TYPES))
     if include.parameter is not None:
         conditions.append(link.param == include.parameter)
     if include.target_type is not None:

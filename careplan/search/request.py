@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from careplan.errors import InvalidRequest
-from careplan.resources import SUPPORTED_TYPES, is_supported
+from careplan.resources import SUPPORTED_TYPES, WIDE_SEARCH_TYPES, is_supported
 from careplan.search import compartment as compartments
 from careplan.search.dates import parse_range
 from careplan.search.parameters import load_registry
@@ -204,7 +204,7 @@ def resource_level(criterion: Criterion) -> bool:
 
 def _system_types(values: list[str], used: list) -> tuple[str, ...]:
     if not values:
-        return SUPPORTED_TYPES
+        return WIDE_SEARCH_TYPES
     types: list[str] = []
     for value in values:
         for name in value.split(","):
@@ -221,7 +221,7 @@ def _system_types(values: list[str], used: list) -> tuple[str, ...]:
 def _everything_types(values: list[str], used: list) -> tuple[str, ...]:
     members = compartments.member_types()
     if not values:
-        return members
+        return tuple(t for t in members if t in WIDE_SEARCH_TYPES)
     chosen = _system_types(values, used)
     outside = [t for t in chosen if t not in members]
     if outside:

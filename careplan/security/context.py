@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,6 +33,10 @@ class RequestContext:
     audited_writes: set[str] = field(default_factory=set)  # already audited inside their write transaction
     redisclosure_notice: bool = False  # substance-use data was disclosed
 
+    def touched_by_reads(self) -> list[str]:
+        """Return what the caller received without writing it."""
+        return [reference for reference in self.touched if reference not in self.audited_writes]
+
     def saw(self, resource: dict | None) -> None:
         """Note a resource the caller received or wrote, for the audit trail."""
         if not resource or "resourceType" not in resource or "id" not in resource:
@@ -48,6 +52,16 @@ class RequestContext:
 _current: ContextVar[RequestContext | None] = ContextVar("careplan_request_context", default=None)
 
 
+def enter(context: RequestContext) -> Token:
+    """Make context current until leave(token); for frameworks whose hooks cannot wrap a with-block."""
+    return _current.set(context)
+
+
+def leave(token: Token) -> None:
+    """Restore the context that was current before enter()."""
+    _current.reset(token)
+
+
 def current() -> RequestContext | None:
     """Return the context of the work in progress, or None for trusted system work."""
     return _current.get()
@@ -56,11 +70,11 @@ def current() -> RequestContext | None:
 @contextmanager
 def acting_as(context: RequestContext) -> Iterator[RequestContext]:
     """Run the enclosed work for context's caller."""
-    token = _current.set(context)
+    token = enter(context)
     try:
         yield context
     finally:
-        _current.reset(token)
+        leave(token)
 
 
 def visibility(resource_type: str, *, row=Resource, now: datetime | None = None) -> ColumnElement[bool] | None:

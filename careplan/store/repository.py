@@ -9,6 +9,7 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session, SessionTransaction
 
 from careplan.models import Resource, ResourceVersion, utcnow
+from careplan.security import guard
 from careplan.store import index
 from careplan.store.records import HistoryPage, StoredResource, format_instant
 
@@ -71,14 +72,14 @@ def head(session: Session, resource_type: str, resource_id: str, *, for_update: 
 
 
 def as_record(row: Resource | ResourceVersion) -> StoredResource:
-    """Turn a head or version row into a StoredResource."""
+    """Turn a head or version row into a StoredResource, as much of it as the current caller may receive."""
     return StoredResource(
         resource_type=row.res_type,
         id=row.res_id,
         version_id=row.version_id,
         last_updated=row.last_updated,
         deleted=row.deleted,
-        content=row.content,
+        content=guard.disclose(row.content),
         method=getattr(row, "method", None),
     )
 
@@ -92,6 +93,7 @@ def insert(session: Session, resource: dict, *, resource_id: str, now: datetime,
     session.flush()
     _append_version(session, row, method)
     index.replace(session, resource_pk=row.pk, resource_type=row.res_type, content=content, fresh=True)
+    guard.after_write(session, row, method)
     return as_record(row)
 
 
@@ -104,6 +106,7 @@ def revise(session: Session, row: Resource, resource: dict, *, now: datetime, me
     session.flush()
     _append_version(session, row, method)
     index.replace(session, resource_pk=row.pk, resource_type=row.res_type, content=row.content, fresh=False)
+    guard.after_write(session, row, method)
     return as_record(row)
 
 
@@ -114,6 +117,7 @@ def tombstone(session: Session, row: Resource, *, now: datetime) -> StoredResour
     session.flush()
     _append_version(session, row, "DELETE")
     index.clear(session, resource_pk=row.pk)
+    guard.after_write(session, row, "DELETE")
     return as_record(row)
 
 
@@ -144,13 +148,21 @@ def last_live_version(session: Session, row: Resource) -> ResourceVersion | None
 
 
 def history(session: Session, *, resource_type: str | None, resource_pk: int | None, since: datetime | None,
-            count: int, cursor: int | None, with_total: bool) -> HistoryPage:
-    """Return one page of history, newest first, keyed on the version sequence so pages never shift."""
+            count: int, cursor: int | None, with_total: bool, visible=None) -> HistoryPage:
+    """Return one page of history, newest first, keyed on the version sequence so pages never shift.
+
+    ``visible`` is the caller's access condition on the resource's current row (None: everything).
+    """
     conditions = []
+    if visible is not None:
+        conditions.append(ResourceVersion.resource_pk.in_(select(Resource.pk).where(visible)))
     if resource_pk is not None:
         conditions.append(ResourceVersion.resource_pk == resource_pk)
     elif resource_type is not None:
         conditions.append(ResourceVersion.res_type == resource_type)
+    else:
+        # The audit trail is not clinical data to sync: it stays out of system history (admins read it by type).
+        conditions.append(ResourceVersion.res_type != "AuditEvent")
     if since is not None:
         conditions.append(ResourceVersion.last_updated >= since)
     total = None

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import jsonpatch
 import jsonpointer
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -30,8 +30,10 @@ from careplan.errors import (
     UnknownResourceType,
     UnprocessableEntity,
 )
+from careplan.models import Resource
 from careplan.resources import SERVER_WRITTEN_TYPES, is_supported
 from careplan.search import query as search_query
+from careplan.security import context, guard
 from careplan.store import repository, sync
 from careplan.store.records import HistoryPage, StoredResource, WriteResult
 from careplan.validation import validate_resource
@@ -122,6 +124,7 @@ def read_in(session: Session, *, resource_type: str, resource_id: str) -> Stored
     row = repository.head(session, resource_type, resource_id)
     if row is None:
         raise NotFound(f"{resource_type}/{resource_id} is not known")
+    guard.require_visible(session, row)
     if row.deleted:
         raise _gone(row)
     return repository.as_record(row)
@@ -150,10 +153,12 @@ def vread_in(session: Session, *, resource_type: str, resource_id: str, version_
     """Return one version of a resource within session; a version that records a deletion raises Gone."""
     if not version_id.isdigit():
         raise NotFound(f"Version {version_id!r} of {resource_type}/{resource_id} is not known")
+    current = repository.head(session, resource_type, resource_id)
+    if current is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    guard.require_visible(session, current)
     row = repository.version(session, resource_type, resource_id, int(version_id))
     if row is None:
-        if repository.head(session, resource_type, resource_id) is None:
-            raise NotFound(f"{resource_type}/{resource_id} is not known")
         raise NotFound(f"Version {version_id} of {resource_type}/{resource_id} is not known")
     record = repository.as_record(row)
     if record.deleted:
@@ -177,9 +182,11 @@ def history(db: Database, *, resource_type: str | None = None, resource_id: str 
             row = repository.head(session, resource_type, resource_id)
             if row is None:
                 raise NotFound(f"{resource_type}/{resource_id} is not known")
+            guard.require_visible(session, row)
             resource_pk = row.pk
         page = repository.history(session, resource_type=resource_type, resource_pk=resource_pk, since=since,
-                                  count=count, cursor=cursor, with_total=resource_type is not None)
+                                  count=count, cursor=cursor, with_total=resource_type is not None,
+                                  visible=context.visibility(resource_type))
         return dataclasses.replace(page, horizon=horizon)
 
 
@@ -200,6 +207,7 @@ def create_in(session: Session, *, resource: dict, criteria: list[tuple[str, str
               resource_id: str | None = None, now: datetime | None = None) -> WriteResult:
     """Create a validated resource inside session (conditionally when criteria are given)."""
     resource_type = resource["resourceType"]
+    guard.authorize_create(session, resource)
     if criteria:
         existing = _matches(session, resource_type, criteria)
         if len(existing) > 1:
@@ -207,7 +215,7 @@ def create_in(session: Session, *, resource: dict, criteria: list[tuple[str, str
                 f"If-None-Exist matches {len(existing)} {resource_type} resources; the criteria are not selective enough")
         if existing:
             return WriteResult(repository.as_record(existing[0]), created=False, unchanged=True)
-    stored = repository.insert(session, resource, resource_id=resource_id or repository.new_id(),
+    stored = repository.insert(session, guard.label(resource, None), resource_id=resource_id or repository.new_id(),
                                now=now or repository.transaction_time(session), method="POST")
     return WriteResult(stored, created=True)
 
@@ -232,7 +240,12 @@ def update_in(session: Session, *, resource: dict, resource_id: str, if_match: i
     """Write resource as the next version of resource_id inside session; create it when it does not exist."""
     resource_type = resource["resourceType"]
     row = repository.head(session, resource_type, resource_id, for_update=True)
+    if row is None:
+        guard.authorize_create(session, resource)
+    else:
+        guard.authorize_change(session, row)
     _check_if_match(row, if_match)
+    resource = guard.label(resource, row.content if row is not None and not row.deleted else None)
     if row is None:
         stored = repository.insert(session, resource, resource_id=resource_id,
                                    now=now or repository.transaction_time(session), method=method)
@@ -299,6 +312,8 @@ def patch_in(session: Session, *, resource_type: str, resource_id: str, patch_do
     row = repository.head(session, resource_type, resource_id, for_update=True)
     if row is None:
         raise NotFound(f"{resource_type}/{resource_id} is not known")
+    # Before anything else: a failing "test" operation would otherwise reveal the content.
+    guard.authorize_change(session, row)
     if row.deleted:
         raise _gone(row)
     _check_if_match(row, if_match)
@@ -333,6 +348,7 @@ def delete_in(session: Session, *, resource_type: str, resource_id: str, if_matc
     row = repository.head(session, resource_type, resource_id, for_update=True)
     if row is None:
         raise NotFound(f"{resource_type}/{resource_id} is not known")
+    guard.authorize_delete(session, row)
     _check_if_match(row, if_match)
     if row.deleted:
         return None
@@ -374,8 +390,13 @@ def _criteria(query_string: str) -> list[tuple[str, str]]:
 
 
 def _matches(session: Session, resource_type: str, pairs: list[tuple[str, str]]):
-    # Two are enough to tell "one" from "several".
-    return search_query.matching_rows(session, resource_type, search_query.parse(pairs), limit=2)
+    # Two are enough to tell "one" from "several". What the caller may not see does not match: existence must not leak.
+    rows = search_query.matching_rows(session, resource_type, search_query.parse(pairs), limit=2)
+    visible = context.visibility(resource_type)
+    if visible is None or not rows:
+        return rows
+    allowed = set(session.scalars(select(Resource.pk).where(Resource.pk.in_([r.pk for r in rows]), visible)))
+    return [r for r in rows if r.pk in allowed]
 
 
 def parse_criteria(query_string: str) -> list[tuple[str, str]]:
