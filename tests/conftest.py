@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import inspect, text
+from werkzeug.datastructures import Headers
 
 from api import create_app
 from careplan import migrations
@@ -123,8 +124,8 @@ class AuthenticatedClient(FlaskClient):
 
     def open(self, *args, **kwargs):
         if args and isinstance(args[0], str):
-            headers = dict(kwargs.pop("headers", None) or {})
-            if not any(name.lower() == "authorization" for name in headers):
+            headers = Headers(kwargs.pop("headers", None) or {})
+            if "Authorization" not in headers:
                 headers["Authorization"] = f"Bearer {default_token(self.application)}"
             kwargs["headers"] = headers
         return super().open(*args, **kwargs)

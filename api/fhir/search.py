@@ -20,8 +20,8 @@ from careplan.search import engine
 from careplan.search.compartment import member_types
 from careplan.search.request import Compartment, SearchRequest, parse_request
 from careplan.security import context
-from careplan.store import service
-from careplan.store.records import StoredResource
+from careplan.store import service, sync
+from careplan.store.records import StoredResource, format_instant
 
 FORM = "application/x-www-form-urlencoded"
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
@@ -100,10 +100,22 @@ def _search(path: str, pairs: list[tuple[str, str]], *, types: tuple[str, ...] |
 
 
 def run(path: str, parsed: SearchRequest):
-    """Execute parsed and answer it as a searchset Bundle whose links lead back to path."""
-    with get_db().reading() as session:
+    """Execute parsed and answer it as a searchset Bundle whose links lead back to path.
+
+    Bundle.meta.lastUpdated is the sync horizon (careplan.store.sync): an EHR polling with
+    ``_lastUpdated=gt<that>`` misses no write. On SQLite the horizon needs the write lock, so it is only computed for
+    searches that filter on _lastUpdated.
+    """
+    db = get_db()
+    syncing = db.is_postgresql or any(c.name == "_lastUpdated" for c in parsed.criteria)
+    with (db.polling() if syncing else db.reading()) as session:
+        horizon = sync.horizon(session) if syncing else None
         result = engine.search(session, parsed, visibility=caller_visibility(), local_bases=(base_url(),))
-    return fhir_json(searchset(path, parsed, result))
+    bundle = searchset(path, parsed, result)
+    if horizon is not None:
+        bundle = {"resourceType": "Bundle", "meta": {"lastUpdated": format_instant(horizon)},
+                  **{k: v for k, v in bundle.items() if k != "resourceType"}}
+    return fhir_json(bundle)
 
 
 def searchset(path: str, parsed: SearchRequest, result: engine.SearchResult) -> dict:

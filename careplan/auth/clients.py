@@ -156,12 +156,6 @@ def secret_matches(db: Database, *, client_id: str, secret: str) -> bool:
             verify_secret(secret, row.secret_hash)
 
 
-def is_active(session, client_id: str) -> bool:
-    """Tell whether a client exists and is not revoked (one primary-key lookup, inside the caller's session)."""
-    row = session.get(OAuthClient, client_id)
-    return row is not None and row.revoked_at is None
-
-
 def authenticate_secret(db: Database, *, client_id: str, secret: str, basic: bool) -> ClientInfo:
     """Return the client whose id and secret these are; raise InvalidClientError otherwise."""
     with db.reading() as session:

@@ -17,11 +17,11 @@ from functools import lru_cache
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from careplan.db import Database
-from careplan.models import SigningKey, utcnow
+from careplan.models import OAuthClient, SigningKey, utcnow
 
 ALGORITHM = "ES256"
 # Tokens being signed while a rotation commits may carry the old kid a moment after it was rotated out.
@@ -111,12 +111,22 @@ def retire(db: Database, *, kid: str, now: datetime | None = None) -> KeyInfo | 
         return _info(row, now)
 
 
-def verification_key(session: Session, kid: str, *, now: datetime) -> ec.EllipticCurvePublicKey | None:
-    """Return the public key for kid if it may still verify tokens (not retired), else None."""
-    row = session.get(SigningKey, kid)
-    if row is None or status_of(row, now) == "retired":
+# What verifying a token needs of its key and of its client, in one query (it runs on every request).
+VERIFICATION_QUERY = (
+    select(SigningKey.public_jwk, SigningKey.retired_at, SigningKey.retire_after,
+           OAuthClient.client_id, OAuthClient.revoked_at)
+    .select_from(SigningKey)
+    .outerjoin(OAuthClient, OAuthClient.client_id == bindparam("client_id"))
+    .where(SigningKey.kid == bindparam("kid"))
+)
+
+
+def verification_key(kid: str, public_jwk: str, retired_at: datetime | None, retire_after: datetime | None, *,
+                     now: datetime) -> ec.EllipticCurvePublicKey | None:
+    """Return the public key of a key row if it may still verify tokens (not retired), else None."""
+    if retired_at is not None or (retire_after is not None and retire_after <= now):
         return None
-    return _public_key(row.kid, row.public_jwk)
+    return _public_key(kid, public_jwk)
 
 
 def published_jwks(db: Database, *, now: datetime | None = None) -> dict:

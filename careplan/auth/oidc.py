@@ -149,7 +149,6 @@ class JwksCache:
         self._keys: dict[str | None, tuple[jwt.PyJWK, str | None]] | None = None
         self._fetched_at = float("-inf")
         self._jwks_uri = issuer.jwks_uri
-        self.fetches = 0
 
     def key(self, kid: str | None) -> tuple[jwt.PyJWK, str | None] | None:
         """Return the key with this kid (the only key, when the token names none), or None."""
@@ -183,7 +182,6 @@ class JwksCache:
                 except jwt.PyJWTError:
                     continue  # a key type or curve we cannot use; the others still can be
             self._keys = keys
-            self.fetches += 1
         except (OSError, ValueError, http.client.HTTPException) as exc:
             log.warning("could not fetch the keys of OpenID Connect issuer %s: %s", self.issuer.issuer,
                         type(exc).__name__)

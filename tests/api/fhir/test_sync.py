@@ -10,7 +10,7 @@ from tests.factories import patient
 
 
 def _ids(bundle: dict) -> list[str]:
-    return [e["fullUrl"].rsplit("/", 1)[-1] for e in bundle["entry"]]
+    return [e["fullUrl"].rsplit("/", 1)[-1] for e in bundle.get("entry", [])]
 
 
 def test_a_transaction_open_during_a_poll_is_returned_by_the_next_poll(app, fhir, database):
@@ -68,3 +68,27 @@ def test_versions_of_one_resource_have_increasing_last_updated(fhir):
         fhir.put("/fhir/Patient/p1", patient(id="p1", gender=gender))
     stamps = [e["response"]["lastModified"] for e in body(fhir.get("/fhir/Patient/p1/_history"))["entry"]]
     assert stamps == sorted(stamps, reverse=True) and len(set(stamps)) == 3
+
+
+def test_lastupdated_search_polls_never_miss_a_slow_transaction(app, fhir, database):
+    fhir.put("/fhir/Patient/before", patient(id="before"))
+    first = body(fhir.get("/fhir/Patient?_lastUpdated=gt2000-01-01T00:00:00Z"))
+    since = first["meta"]["lastUpdated"]
+    written, release = threading.Event(), threading.Event()
+
+    def slow_writer():
+        with database.writing() as session:
+            service.create_in(session, resource=patient(), resource_id="slow")
+            written.set()
+            release.wait(10)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        writer = pool.submit(slow_writer)
+        assert written.wait(10)
+        second_poll = pool.submit(lambda: body(app.test_client().get(f"/fhir/Patient?_lastUpdated=gt{since}")))
+        time.sleep(0.3)
+        release.set()
+        writer.result(10)
+        second = second_poll.result(10)
+    third = body(fhir.get(f"/fhir/Patient?_lastUpdated=gt{second['meta']['lastUpdated']}"))
+    assert "slow" in _ids(second) + _ids(third)

@@ -144,7 +144,8 @@ def _other_rsa():
 @pytest.mark.parametrize("make, message", [
     (lambda c: "not-a-jwt", "not a well-formed JWT"),
     (lambda c: client_assertion(rsa_key(), client_id=c, kid="rsa-1", alg="RS256"), "RS384 or ES384"),
-    (lambda c: jwt.encode({"iss": c, "sub": c}, "a-shared-secret-of-at-least-forty-eight-bytes-for-hs384!!", algorithm="HS384"),
+    (lambda c: jwt.encode({"iss": c, "sub": c}, "a-shared-secret-of-at-least-forty-eight-bytes-for-hs384!!",
+                          algorithm="HS384"),
      "RS384 or ES384"),
     (lambda c: client_assertion(rsa_key(), client_id=c, kid="rsa-1", sub="someone-else"), "iss and sub"),
     (lambda c: client_assertion(rsa_key(), client_id=c, kid="rsa-1", aud="https://elsewhere/token"),
