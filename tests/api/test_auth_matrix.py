@@ -1,7 +1,7 @@
 """Every route in the URL map, with every kind of bad token: 401 (or 403 for a missing scope) with a challenge.
 
 Routes are read from app.url_map, so routes added later are covered without touching this file. The "another
-organisation's partner token" column comes with the authorisation policy.
+organisation's partner token" column is tests/api/test_access_matrix.py.
 """
 
 from __future__ import annotations
