@@ -252,6 +252,44 @@ def _migrated_database():
     return Database(settings.database_url)
 
 
+@main.group("audit")
+def audit_group() -> None:
+    """Report on the audit trail."""
+
+
+@audit_group.command("break-glass")
+@click.option("--since", default=None, help="FHIR date or instant [default: 30 days ago].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+def audit_break_glass(since: str | None, as_json: bool) -> None:
+    """List every break-glass access with who, when, whose data and the justification given."""
+    import dataclasses
+    import json
+    from datetime import timedelta
+
+    from careplan.models import utcnow
+    from careplan.search.dates import parse_range
+    from careplan.security import reports
+
+    try:
+        start = parse_range(since)[0] if since else utcnow() - timedelta(days=30)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    database = _migrated_database()
+    try:
+        with database.reading() as session:
+            accesses = reports.break_glass(session, since=start)
+    finally:
+        database.dispose()
+    for access in accesses:
+        if as_json:
+            click.echo(json.dumps(dataclasses.asdict(access)))
+        else:
+            click.echo(f"{access.recorded}  {access.who} ({access.organization or '-'})  {access.action}/{access.outcome}"
+                       f"  {', '.join(access.patients) or '-'}  {access.justification or '(no justification)'}")
+    if not as_json:
+        click.echo(f"{len(accesses)} break-glass access(es) since {start.isoformat()}")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)

@@ -23,12 +23,28 @@ TYPE_RESTFUL = ("read", "vread", "update", "patch", "delete", "history-instance"
 
 def metadata():
     """Return the server's CapabilityStatement."""
-    return fhir_json(capability_statement(base_url()))
+    from api.auth import public_root
+    from api.database import get_settings
+
+    return fhir_json(capability_statement(base_url(), public_root(), cors=bool(get_settings().cors_origins)))
 
 
-def capability_statement(url: str) -> dict:
-    """Build the CapabilityStatement for the interactions that are routed."""
-    return {**_statement_body(), "implementation": {"description": "careplan FHIR R4 server", "url": url}}
+def capability_statement(url: str, root: str, *, cors: bool = False) -> dict:
+    """Build the CapabilityStatement for the interactions that are routed, with where to get a token."""
+    statement = {**_statement_body(), "implementation": {"description": "careplan FHIR R4 server", "url": url}}
+    rest = dict(statement["rest"][0])
+    rest["security"] = {
+        # SMART App Launch: the OAuth endpoints clients discover here or at .well-known/smart-configuration.
+        "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                       "extension": [{"url": "token", "valueUri": f"{root}/oauth/token"}]}],
+        "cors": cors,
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                 "code": "SMART-on-FHIR"}]}],
+        "description": "OAuth 2.0 bearer tokens: SMART Backend Services (client credentials) or an access token from "
+                       "a configured OpenID Connect issuer. See .well-known/smart-configuration.",
+    }
+    statement["rest"] = [rest]
+    return statement
 
 
 @lru_cache(maxsize=1)

@@ -203,3 +203,23 @@ def test_writes_are_audited_in_their_transaction_and_audit_events_are_append_onl
     assert admin.put(f"/fhir/AuditEvent/{event['id']}", event).status_code == 405
     assert admin.delete(f"/fhir/AuditEvent/{event['id']}").status_code == 405
     assert coordinator.get(f"/fhir/AuditEvent/{event['id']}").status_code == 404
+
+
+def test_break_glass_accesses_are_reported(callers, database_url):
+    import json
+
+    from click.testing import CliRunner
+
+    from careplan.cli import main
+
+    coordinator = callers["coordinator"]
+    coordinator.put("/fhir/Consent/lockbox", consent("lockbox", {"type": "deny", "actor": actor(CLINIC)}))
+    glass = {"X-Careplan-Purpose-Of-Use": "BTG", "X-Careplan-Break-Glass-Reason": "suicidal ideation disclosed"}
+    assert coordinator.get("/fhir/Condition/c-sud", headers=glass).status_code == 200
+    coordinator.get("/fhir/Condition/c-sud")  # an ordinary (refused) access is not in the report
+    result = CliRunner().invoke(main, ["audit", "break-glass", "--json"], env={"CAREPLAN_DATABASE_URL": database_url})
+    assert result.exit_code == 0, result.output
+    reported = [json.loads(line) for line in result.output.splitlines()]
+    assert len(reported) == 1
+    assert reported[0]["justification"] == "suicidal ideation disclosed"
+    assert reported[0]["organization"] == CLINIC and reported[0]["patients"] == ["Patient/p1"]

@@ -31,3 +31,10 @@ def test_audit_event_is_read_only_in_the_statement(fhir):
     statement = body(fhir.get("/fhir/metadata"))
     audit = next(r for r in statement["rest"][0]["resource"] if r["type"] == "AuditEvent")
     assert not {"create", "update", "patch", "delete"} & {i["code"] for i in audit["interaction"]}
+
+
+def test_capability_statement_says_where_to_get_a_token(fhir):
+    security = body(fhir.get("/fhir/metadata"))["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    token_url = security["extension"][0]["extension"][0]["valueUri"]
+    assert token_url.endswith("/oauth/token") and token_url.startswith("http://")
