@@ -40,4 +40,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     auth.init_app(app)
     access.init_app(app)
     app.register_blueprint(oauth.bp)
+
+    from api import v1
+
+    v1.init_app(app)  # after the /fhir error handlers, which its own wrap for paths outside /api/v1
     return app

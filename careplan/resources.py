@@ -5,6 +5,7 @@ SUPPORTED_TYPES: tuple[str, ...] = (
     "AuditEvent",
     "CarePlan",
     "CareTeam",
+    "CodeSystem",
     "Communication",
     "CommunicationRequest",
     "Condition",
@@ -26,7 +27,9 @@ SUPPORTED_TYPES: tuple[str, ...] = (
     "QuestionnaireResponse",
     "RelatedPerson",
     "ServiceRequest",
+    "StructureDefinition",
     "Task",
+    "ValueSet",
 )
 
 # Written by the server itself (the audit trail); clients may read but never write them.

@@ -13,7 +13,8 @@ from careplan.store import service
 from careplan.validation import validate_resource
 
 log = logging.getLogger(__name__)
-SEED_FOLDERS = ("examples",)
+# The practice catalogue first: the demo care plan's activities name its practices.
+SEED_FOLDERS = ("catalogue", "examples")
 
 
 @dataclass

@@ -23,7 +23,8 @@ ROLES = ("admin", "coordinator", "partner", "ehr")
 CIRCLE_OF_CARE = frozenset({"coordinator", "ehr"})
 # Definitional and directory data: no patient in it, every authenticated caller may read it.
 DIRECTORY_TYPES = frozenset({"Organization", "HealthcareService", "Location", "Practitioner", "PractitionerRole",
-                             "PlanDefinition", "ActivityDefinition", "Questionnaire"})
+                             "PlanDefinition", "ActivityDefinition", "Questionnaire", "CodeSystem", "ValueSet",
+                             "StructureDefinition"})
 # What of a Patient a partner agency needs to act on a referral: who, how to reach them, in which language.
 PARTNER_PATIENT_ELEMENTS = ("resourceType", "id", "meta", "name", "telecom", "address", "communication")
 PATIENT_LINKS = ("patient", "subject", "for", "beneficiary")

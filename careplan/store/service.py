@@ -31,6 +31,7 @@ from careplan.errors import (
     UnprocessableEntity,
 )
 from careplan.models import Resource
+from careplan.practices import profiles
 from careplan.resources import SERVER_WRITTEN_TYPES, is_supported
 from careplan.search import query as search_query
 from careplan.security import context, guard
@@ -215,6 +216,7 @@ def create_in(session: Session, *, resource: dict, criteria: list[tuple[str, str
                 f"If-None-Exist matches {len(existing)} {resource_type} resources; the criteria are not selective enough")
         if existing:
             return WriteResult(repository.as_record(existing[0]), created=False, unchanged=True)
+    profiles.check(session, resource, resource_id=resource_id)
     stored = repository.insert(session, guard.label(resource, None), resource_id=resource_id or repository.new_id(),
                                now=now or repository.transaction_time(session), method="POST")
     return WriteResult(stored, created=True)
@@ -245,6 +247,7 @@ def update_in(session: Session, *, resource: dict, resource_id: str, if_match: i
     else:
         guard.authorize_change(session, row)
     _check_if_match(row, if_match)
+    profiles.check(session, resource, resource_id=resource_id)
     resource = guard.label(resource, row.content if row is not None and not row.deleted else None)
     if row is None:
         stored = repository.insert(session, resource, resource_id=resource_id,

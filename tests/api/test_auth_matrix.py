@@ -45,7 +45,8 @@ def test_the_exemptions_are_exactly_the_discovery_documents(database_url):
     app = create_app({"TESTING": True, "CAREPLAN_DATABASE_URL": database_url})
     open_routes = {(m, p) for m, p in routes(app) if not api_auth.is_protected(p, m)}
     under_api = {(m, p) for m, p in open_routes if p.startswith(("/fhir", "/api/v1"))}
-    assert under_api == {("GET", "/fhir/metadata"), ("GET", "/fhir/.well-known/smart-configuration")}
+    assert under_api == {("GET", "/fhir/metadata"), ("GET", "/fhir/.well-known/smart-configuration"),
+                         ("GET", "/api/v1/openapi.json")}
     assert {p for _, p in open_routes - under_api} <= {
         "/healthz", "/readyz", "/oauth/token", "/oauth/jwks", "/.well-known/jwks.json",
         "/.well-known/smart-configuration", "/docs"}

@@ -1,0 +1,52 @@
+"""The coordination API at /api/v1: flask-smorest blueprints over careplan.coordination, documented in OpenAPI 3.
+
+OpenAPI at /api/v1/openapi.json and Swagger UI at /docs (both public). Swagger UI's scripts come from a CDN by
+default (``OPENAPI_SWAGGER_UI_URL``, or the ``CAREPLAN_SWAGGER_UI_URL`` environment variable): an air-gapped
+deployment points it at a self-hosted copy of swagger-ui-dist.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+from flask_smorest import Api
+
+from api.v1 import errors
+
+DEFAULT_SWAGGER_UI_URL = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
+
+
+class CoordinationApi(Api):
+    """flask-smorest's Api without its app-wide HTTPException handler: api.v1.errors answers only /api/v1."""
+
+    ERROR_SCHEMA = errors.ErrorSchema
+
+    def _register_error_handlers(self):
+        errors.init_app(self._app)
+
+
+def init_app(app: Flask) -> Api:
+    """Register the coordination API, its documentation routes and its error handlers."""
+    app.config.setdefault("API_TITLE", "careplan coordination API")
+    app.config.setdefault("API_VERSION", "v1")
+    app.config.setdefault("OPENAPI_VERSION", "3.0.3")
+    app.config.setdefault("OPENAPI_URL_PREFIX", "/")
+    app.config.setdefault("OPENAPI_JSON_PATH", "api/v1/openapi.json")
+    app.config.setdefault("OPENAPI_SWAGGER_UI_PATH", "docs")
+    app.config.setdefault("OPENAPI_SWAGGER_UI_URL",
+                          os.environ.get("CAREPLAN_SWAGGER_UI_URL") or DEFAULT_SWAGGER_UI_URL)
+    api = CoordinationApi(spec_kwargs={
+        "servers": [{"url": "/", "description": "this server"}],
+        "info": {"description": "Care coordination over the FHIR store: enrol patients, build coordinated care "
+                               "plans from the practice catalogue, work from a tier-ordered worklist. "
+                               "Every request needs a bearer token from /oauth/token."},
+    })
+    api.init_app(app)
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    api.spec.options["security"] = [{"bearerAuth": []}]
+    from api.v1 import care_plans, partners, patients, worklist
+
+    for module in (patients, care_plans, worklist, partners):
+        api.register_blueprint(module.blp, url_prefix=f"/api/v1{module.URL_PREFIX}")
+    return api

@@ -1,0 +1,137 @@
+"""The coordinator's worklist: follow-ups due and overdue, goals due for review, referrals waiting on a partner.
+
+A follow-up is due one cadence period after the activity's last progress note (or, without one, after the plan's
+last change). Items are grouped by the tier of the practice they come from, in adoption order (recommended,
+promising, emerging), then those tied to no practice.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+from careplan.coordination import care_plans, codes, practices
+from careplan.coordination.store import caller_reference, now, search_all
+from careplan.db import Database
+
+WAITING_TASK_STATUSES = ("requested", "received", "accepted", "ready")
+REVIEWABLE_GOAL_STATUSES = ("proposed", "planned", "accepted", "active", "on-hold")
+_UNIT_DAYS = {"min": 1 / 1440, "h": 1 / 24, "d": 1, "wk": 7, "mo": 30, "a": 365}
+
+
+def _instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:  # a FHIR date or dateTime without offset: take it as UTC
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def period_days(timing: dict | None) -> float | None:
+    """Return the days between follow-ups a Timing asks for (period / frequency), if it says."""
+    repeat = (timing or {}).get("repeat") or {}
+    period, unit = repeat.get("period"), repeat.get("periodUnit")
+    if not period or unit not in _UNIT_DAYS:
+        return None
+    return float(period) * _UNIT_DAYS[unit] / max(int(repeat.get("frequency") or 1), 1)
+
+
+def follow_ups_of(plan: dict, *, practices: dict[str, dict]) -> list[dict]:
+    """Return the follow-ups of a plan's open activities that have a cadence, with their due date."""
+    items = []
+    changed = _instant(plan["meta"]["lastUpdated"]) if plan.get("meta", {}).get("lastUpdated") else now()
+    for activity in plan.get("activity", []):
+        detail = activity.get("detail") or {}
+        if detail.get("status") in ("completed", "cancelled", "stopped", "entered-in-error"):
+            continue
+        every = period_days(detail.get("scheduledTiming"))
+        if every is None:
+            continue
+        notes = [_instant(n["time"]) for n in activity.get("progress", []) if n.get("time")]
+        last = max(notes) if notes else changed
+        canonical = (detail.get("instantiatesCanonical") or [None])[0]
+        practice = practices.get(canonical) if canonical else None
+        items.append({
+            "kind": "follow-up", "care_plan": plan["id"], "patient": plan["subject"]["reference"],
+            "activity": activity.get("id"), "description": detail.get("description"),
+            "practice": canonical, "tier": practice_tier(practice),
+            "performer": [p.get("reference") for p in detail.get("performer", []) if p.get("reference")],
+            "last_contact": last.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "due": (last + timedelta(days=every)).date().isoformat(),
+        })
+    return items
+
+
+def practice_tier(practice: dict | None) -> str | None:
+    """Return the tier of a practice, or None."""
+    return practices.tier_of(practice) if practice else None
+
+
+def build(db: Database, *, coordinator: str | None = None, within_days: int = 7,
+          today: date | None = None) -> dict:
+    """Return the worklist of a coordinator (default: the caller), grouped by tier in adoption order."""
+    today = today or now().date()
+    horizon = today + timedelta(days=within_days)
+    if coordinator is None:
+        me = caller_reference() or {}
+        coordinator = me.get("reference")
+    with db.reading() as session:
+        plans = search_all(session, "CarePlan", [("status", "active"), (
+            "category", f"{codes.CARE_PLAN_CATEGORY_SYSTEM}|{codes.COORDINATED_CARE_PLAN}")])
+        plans = [p for p in plans if _coordinates(session, p, coordinator)]
+        patients = {p["subject"]["reference"] for p in plans}
+        canonicals = {(a.get("detail") or {}).get("instantiatesCanonical", [None])[0]
+                      for p in plans for a in p.get("activity", [])} - {None}
+        goals = search_all(session, "Goal", [("target-date", f"le{horizon.isoformat()}")]) if patients else []
+        tasks = search_all(session, "Task", [("status", ",".join(WAITING_TASK_STATUSES))]) if patients else []
+        tasks = [t for t in tasks if (t.get("for") or {}).get("reference") in patients]
+        canonicals |= {c for t in tasks for c in [t.get("instantiatesCanonical")] if c}
+        known = practices.by_urls(session, canonicals)
+
+    items = []
+    for plan in plans:
+        for item in follow_ups_of(plan, practices=known):
+            if date.fromisoformat(item["due"]) <= horizon:
+                item["state"] = "overdue" if date.fromisoformat(item["due"]) < today else "due"
+                items.append(item)
+    for goal in goals:
+        if goal.get("subject", {}).get("reference") not in patients \
+                or goal.get("lifecycleStatus") not in REVIEWABLE_GOAL_STATUSES:
+            continue
+        dues = [t["dueDate"] for t in goal.get("target", []) if t.get("dueDate")]
+        if not dues:
+            continue
+        due = min(dues)
+        items.append({"kind": "goal-review", "goal": goal["id"], "patient": goal["subject"]["reference"],
+                      "description": (goal.get("description") or {}).get("text"), "practice": None, "tier": None,
+                      "due": due, "state": "overdue" if date.fromisoformat(due) < today else "due"})
+    for task in tasks:
+        canonical = task.get("instantiatesCanonical")
+        items.append({"kind": "referral", "task": task["id"], "patient": task["for"]["reference"],
+                      "description": task.get("description"), "status": task["status"],
+                      "owner": (task.get("owner") or {}).get("reference"), "practice": canonical,
+                      "tier": practice_tier(known.get(canonical)) if canonical else None,
+                      "due": ((task.get("restriction") or {}).get("period") or {}).get("end", today.isoformat())[:10],
+                      "state": "waiting"})
+    return {"coordinator": coordinator, "today": today.isoformat(), "within_days": within_days,
+            "groups": group(items)}
+
+
+def group(items: list[dict]) -> list[dict]:
+    """Group items by tier in adoption order, then the ones of no practice; within a group by due date."""
+    order = practices.tier_order()
+    groups = []
+    for tier in [*order, *sorted({i["tier"] for i in items if i["tier"] and i["tier"] not in order}), None]:
+        members = sorted((i for i in items if i["tier"] == tier), key=lambda i: (i["due"], i["kind"]))
+        if members:
+            groups.append({"tier": tier, "label": tier or "no practice", "items": members})
+    return groups
+
+
+def _coordinates(session, plan: dict, coordinator: str | None) -> bool:
+    if coordinator is None:
+        return True
+    if (plan.get("author") or {}).get("reference") == coordinator:
+        return True
+    team = care_plans.team_of(session, plan)
+    return bool(team) and any(
+        care_plans._has_role(p, "coordinator") and p.get("member", {}).get("reference") == coordinator
+        for p in team.get("participant", []))
