@@ -22,7 +22,7 @@ migrate: install
 	$(BIN)/careplan db upgrade
 
 seed: migrate
-	$(BIN)/careplan seed
+	$(BIN)/careplan seed --url http://$(HOST):$(PORT)
 
 run: seed
 	$(BIN)/careplan serve --host $(HOST) --port $(PORT)
