@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import jwt
 
 from careplan.auth.exceptions import InvalidToken
+from careplan.auth.jwts import decode_claims
 from careplan.auth.principal import ORGANIZATION_REFERENCE, ROLES, Principal
 from careplan.auth.scopes import ScopeError, ScopeSet
 
@@ -229,18 +230,9 @@ class OidcVerifier:
         key, declared_algorithm = found
         if declared_algorithm is not None and declared_algorithm != algorithm:
             raise InvalidToken("the token's alg does not match its key's")
-        try:
-            claims = jwt.decode(token, key.key, algorithms=[algorithm], audience=list(issuer.audience),
-                                issuer=issuer.issuer, leeway=LEEWAY_SECONDS,
-                                options={"require": ["iss", "sub", "aud", "exp", "iat"]})
-        except jwt.ExpiredSignatureError:
-            raise InvalidToken("the token has expired") from None
-        except jwt.InvalidAudienceError:
-            raise InvalidToken("the token is meant for another audience") from None
-        except jwt.InvalidSignatureError:
-            raise InvalidToken("the token's signature does not verify") from None
-        except jwt.PyJWTError as exc:
-            raise InvalidToken(f"the token is not acceptable: {exc}") from None
+        claims = decode_claims(token, key.key, leeway=LEEWAY_SECONDS, algorithms=[algorithm],
+                               audience=list(issuer.audience), issuer=issuer.issuer,
+                               required=["iss", "sub", "aud", "exp", "iat"])
         return _principal(issuer, claims)
 
 

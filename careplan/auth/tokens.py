@@ -18,6 +18,7 @@ import jwt
 from careplan.auth import keys
 from careplan.auth.clients import ClientInfo
 from careplan.auth.exceptions import InvalidToken
+from careplan.auth.jwts import decode_claims
 from careplan.auth.oidc import OidcVerifier
 from careplan.auth.principal import Principal
 from careplan.auth.scopes import ScopeError, ScopeSet
@@ -103,18 +104,9 @@ def _verify_own(db: Database, token: str, header: dict, unverified_subject: obje
                                        now=now) if row is not None else None
     if public_key is None:
         raise InvalidToken("the token's signing key is unknown or retired")
-    try:
-        claims = jwt.decode(token, public_key, algorithms=[keys.ALGORITHM], audience=settings.audience,
-                            issuer=settings.issuer, subject=subject, leeway=LEEWAY_SECONDS,
-                            options={"require": ["iss", "sub", "aud", "exp", "iat", "jti", "scope"]})
-    except jwt.ExpiredSignatureError:
-        raise InvalidToken("the token has expired") from None
-    except jwt.InvalidAudienceError:
-        raise InvalidToken("the token is meant for another audience") from None
-    except jwt.InvalidSignatureError:
-        raise InvalidToken("the token's signature does not verify") from None
-    except jwt.PyJWTError as exc:
-        raise InvalidToken(f"the token is not acceptable: {exc}") from None
+    claims = decode_claims(token, public_key, leeway=LEEWAY_SECONDS, algorithms=[keys.ALGORITHM],
+                           audience=settings.audience, issuer=settings.issuer, subject=subject,
+                           required=["iss", "sub", "aud", "exp", "iat", "jti", "scope"])
     if row.client_id is None or row.revoked_at is not None:
         log.info("token of revoked or unknown client %r refused", subject[:64])
         raise InvalidToken("the token's client has been revoked")
@@ -126,3 +118,4 @@ def _verify_own(db: Database, token: str, header: dict, unverified_subject: obje
         subject=claims["sub"], role=claims.get(ROLE_CLAIM, ""), organization=claims.get(ORGANIZATION_CLAIM),
         scopes=scopes, issuer=claims["iss"], kind="client", client_id=claims["sub"], token_id=claims["jti"],
         expires_at=datetime.fromtimestamp(claims["exp"], timezone.utc))
+
