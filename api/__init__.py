@@ -40,6 +40,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     auth.init_app(app)
     access.init_app(app)
     app.register_blueprint(oauth.bp)
+    from api import dashboard
+
+    app.register_blueprint(dashboard.bp)
 
     from api import v1
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "careplan.auth"
 REALM = "careplan"
-PROTECTED_PREFIXES = ("/fhir", "/api/v1")
+PROTECTED_PREFIXES = ("/fhir", "/api/v1", "/dashboard")
 # Served without a token, to GET and HEAD only: what a client reads to learn how to authenticate, and the API docs.
 PUBLIC_PATHS = frozenset({
     "/fhir/metadata",
@@ -111,7 +111,7 @@ def _needs() -> list[smart_scopes.Need]:
     if rule.target == "bundle" and not smart_scopes.grants_everything(g.principal.scopes):
         body = _bundle_body()
     return smart_scopes.needs_for(rule, view_args=request.view_args, type_parameter=_type_parameter(),
-                                  bundle=body, base_url=base_url())
+                                  bundle=body, base_url=base_url(), method=request.method)
 
 
 def _type_parameter() -> str | None:

@@ -295,7 +295,9 @@ def audit_break_glass(since: str | None, as_json: bool) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes.")
 @click.option("--threads", default=4, show_default=True, type=int, help="Threads per worker.")
-def serve(host: str, port: int, workers: int, threads: int) -> None:
+@click.option("--scheduler/--no-scheduler", "run_scheduler", default=True, show_default=True,
+              help="Run the reminder scheduler in the server's master process (off when `careplan scheduler` runs).")
+def serve(host: str, port: int, workers: int, threads: int, run_scheduler: bool) -> None:
     """Serve the API with gunicorn (production mode)."""
     from gunicorn.app.base import BaseApplication
 
@@ -316,14 +318,112 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
             self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms')
             # gunicorn's control socket sits at one fixed path per user: two instances on a host would share it.
             self.cfg.set("control_socket_disable", True)
+            if run_scheduler:
+                self.cfg.set("when_ready", _start_clock)
+                self.cfg.set("post_fork", _forget_clock)
+                self.cfg.set("on_exit", _stop_clock)
 
         def load(self):
             from api import create_app
 
             return create_app()
 
-    click.echo(f"careplan listening on http://{host}:{port} (FHIR at /fhir, health at /healthz)")
+    click.echo(f"careplan listening on http://{host}:{port} (FHIR at /fhir, health at /healthz)"
+               + ("; reminder scheduler on" if run_scheduler else ""))
     Server().run()
+
+
+_clock: dict = {}
+
+
+def _start_clock(_server) -> None:
+    from careplan.db import Database
+    from scheduler import clock
+
+    _clock["database"] = database = Database(careplan_config.from_env().database_url)
+    _clock["clock"] = clock.start_background(database, careplan_config.from_env())
+
+
+def _forget_clock(_server, _worker) -> None:
+    # A forked worker must not use or close the master's pooled connections (SQLAlchemy's fork recipe).
+    if "database" in _clock:
+        _clock["database"].engine.dispose(close=False)
+
+
+def _stop_clock(_server) -> None:
+    if "clock" in _clock:
+        _clock.pop("clock").stop()
+        _clock.pop("database").dispose()
+
+
+@main.command("scheduler")
+@click.option("--once", is_flag=True, help="Run a single tick, print a summary line and exit.")
+def scheduler_command(once: bool) -> None:
+    """Send due reminders: run the scheduler clock as its own process until SIGTERM or SIGINT."""
+    import logging
+
+    from careplan.db import Database
+    from scheduler import clock, worker
+
+    settings = careplan_config.from_env()
+    if _current_revision(settings.database_url) != migrations.head_revision(settings.database_url):
+        click.echo("the database is not migrated: run `careplan db upgrade` first", err=True)
+        sys.exit(1)
+    database = Database(settings.database_url)
+    try:
+        if once:
+            summary = worker.tick(database, settings=settings)
+            click.echo(summary.line())
+            sys.exit(1 if summary.errors else 0)
+        click.echo(f"careplan scheduler: a tick every {settings.scheduler_interval_seconds:g} s "
+                   "(stop with SIGTERM or Ctrl-C)")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick is noise
+        clock.run_blocking(database, settings)
+    finally:
+        database.dispose()
+
+
+@main.group("deliveries")
+def deliveries_group() -> None:
+    """Inspect and requeue reminder deliveries (the outbox)."""
+
+
+@deliveries_group.command("dead")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
+def deliveries_dead(limit: int) -> None:
+    """List dead-lettered deliveries, newest first."""
+    from careplan.db import Database
+    from scheduler import deadletter
+
+    database = Database(careplan_config.from_env().database_url)
+    try:
+        dead = deadletter.list_dead(database, limit=limit)
+        total = deadletter.count_dead(database)
+    finally:
+        database.dispose()
+    for delivery in dead:
+        click.echo(f"{delivery.id}\t{delivery.channel}\t{delivery.recipient}\t{delivery.attempts} attempts\t"
+                   f"{delivery.idempotency_key}\t{delivery.last_error or ''}")
+    click.echo(f"{total} dead deliveries" + (f" (showing {len(dead)})" if total > len(dead) else ""))
+
+
+@deliveries_group.command("requeue")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "everything", is_flag=True, help="Requeue every dead delivery.")
+def deliveries_requeue(ids: tuple[int, ...], everything: bool) -> None:
+    """Put dead deliveries back in the queue with a fresh retry window."""
+    from careplan.db import Database
+    from scheduler import deadletter
+
+    if bool(ids) == everything:
+        raise click.UsageError("give delivery ids or --all (not both)")
+    database = Database(careplan_config.from_env().database_url)
+    try:
+        count = deadletter.requeue(database, ids=None if everything else ids)
+    finally:
+        database.dispose()
+    click.echo(f"{count} deliveries requeued")
 
 
 @main.command("import")

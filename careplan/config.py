@@ -33,6 +33,30 @@ class Settings:
     oidc_issuers: tuple = ()  # careplan.auth.oidc.OidcIssuer, from CAREPLAN_OIDC_ISSUERS (JSON)
     cors_origins: tuple[str, ...] = ()  # origins allowed to call the API from a browser; empty: CORS off
     instance_dir: Path = PROJECT_ROOT / "instance"  # local files such as demo-credentials.json
+    # Reminders (scheduler/): see README "Reminders".
+    scheduler_interval_seconds: float = 15.0  # the APScheduler clock: one tick per interval
+    scheduler_batch_size: int = 200  # reminders or deliveries claimed per query
+    reminder_lease_seconds: float = 120.0  # a claim not finished by then is taken over by another worker
+    delivery_retry_hours: float = 26.0  # a failing delivery is retried this long after its first attempt, then dead
+    delivery_backoff_base_seconds: float = 30.0  # backoff = random(0, min(cap, base * 2**attempts))
+    delivery_backoff_cap_seconds: float = 3600.0
+    webhook_timeout_seconds: float = 10.0
+    smtp_host: str | None = None  # e-mail channel off while unset
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_from: str = "careplan@localhost"
+    # Reminder rules (careplan.reminders.policy), per practice tier in the order recommended, promising, emerging.
+    reminder_lead_days: tuple[float, float, float] = (2.0, 1.0, 0.0)  # remind this many days before due
+    reminder_escalate_after: tuple[int, int, int] = (1, 2, 3)  # missed days before the coordinator is told
+    plan_review_days: int = 90  # an active plan is re-assessed this often
+    digest_time: str = "07:30"  # default local time of the daily digest
+    # Referral service levels (careplan.referrals.sla), in business days in the agency's time zone.
+    sla_response_business_days: int = 2  # a partner accepts or declines within this
+    sla_contact_business_days: int = 5  # and makes first contact with the client within this
+    holidays: frozenset = frozenset()  # datetime.date values, from CAREPLAN_HOLIDAYS (comma-separated ISO dates)
+    default_timezone: str = "America/Toronto"  # IANA zone of agencies whose Organization names none
     extra: dict = field(default_factory=dict)
 
 
@@ -61,6 +85,29 @@ def from_env(environ: os._Environ | dict | None = None) -> Settings:
         oidc_issuers=_oidc_issuers(env.get("CAREPLAN_OIDC_ISSUERS")),
         cors_origins=_origins(env.get("CAREPLAN_CORS_ORIGINS")),
         instance_dir=_instance_dir(env),
+        scheduler_interval_seconds=_float(env, "CAREPLAN_SCHEDULER_INTERVAL_SECONDS", 15.0),
+        scheduler_batch_size=_int(env, "CAREPLAN_SCHEDULER_BATCH_SIZE", 200),
+        reminder_lease_seconds=_float(env, "CAREPLAN_REMINDER_LEASE_SECONDS", 120.0),
+        delivery_retry_hours=_float(env, "CAREPLAN_DELIVERY_RETRY_HOURS", 26.0),
+        delivery_backoff_base_seconds=_float(env, "CAREPLAN_DELIVERY_BACKOFF_BASE_SECONDS", 30.0),
+        delivery_backoff_cap_seconds=_float(env, "CAREPLAN_DELIVERY_BACKOFF_CAP_SECONDS", 3600.0),
+        webhook_timeout_seconds=_float(env, "CAREPLAN_WEBHOOK_TIMEOUT_SECONDS", 10.0),
+        smtp_host=(env.get("CAREPLAN_SMTP_HOST") or None),
+        smtp_port=_int(env, "CAREPLAN_SMTP_PORT", 25),
+        smtp_username=(env.get("CAREPLAN_SMTP_USERNAME") or None),
+        smtp_password=(env.get("CAREPLAN_SMTP_PASSWORD") or None),
+        smtp_starttls=env.get("CAREPLAN_SMTP_STARTTLS", "").lower() in {"1", "true", "yes"},
+        smtp_from=(env.get("CAREPLAN_SMTP_FROM") or "careplan@localhost"),
+        reminder_lead_days=tuple(_days(env, f"CAREPLAN_REMINDER_LEAD_DAYS_{tier}", default) for tier, default in (
+            ("RECOMMENDED", 2.0), ("PROMISING", 1.0), ("EMERGING", 0.0))),
+        reminder_escalate_after=tuple(_int(env, f"CAREPLAN_REMINDER_ESCALATE_AFTER_MISSES_{tier}", default)
+                                      for tier, default in (("RECOMMENDED", 1), ("PROMISING", 2), ("EMERGING", 3))),
+        plan_review_days=_int(env, "CAREPLAN_PLAN_REVIEW_DAYS", 90),
+        digest_time=_hhmm(env, "CAREPLAN_DIGEST_TIME", "07:30"),
+        sla_response_business_days=_int(env, "CAREPLAN_SLA_RESPONSE_BUSINESS_DAYS", 2),
+        sla_contact_business_days=_int(env, "CAREPLAN_SLA_CONTACT_BUSINESS_DAYS", 5),
+        holidays=_holidays(env.get("CAREPLAN_HOLIDAYS")),
+        default_timezone=_timezone(env, "CAREPLAN_DEFAULT_TIMEZONE", "America/Toronto"),
     )
 
 
@@ -93,6 +140,61 @@ def _instance_dir(env) -> Path:
     if url.startswith("sqlite:///") and url[len("sqlite:///"):] not in ("", ":memory:"):
         return Path(url[len("sqlite:///"):]).parent
     return PROJECT_ROOT / "instance"
+
+
+def _days(env, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of days, got {raw!r}") from None
+    if not 0 <= value <= 365:
+        raise ConfigError(f"{name} must be between 0 and 365 days, got {raw}")
+    return value
+
+
+def _hhmm(env, name: str, default: str) -> str:
+    raw = env.get(name) or default
+    hours, _, minutes = raw.partition(":")
+    if not (len(hours) == 2 and len(minutes) == 2 and hours.isdigit() and minutes.isdigit()
+            and int(hours) < 24 and int(minutes) < 60):
+        raise ConfigError(f"{name} must be a local time like 07:30, got {raw!r}")
+    return raw
+
+
+def _holidays(raw: str | None) -> frozenset:
+    from datetime import date
+
+    try:
+        return frozenset(date.fromisoformat(part.strip()) for part in (raw or "").split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"CAREPLAN_HOLIDAYS must be comma-separated ISO dates (2026-12-25,...), got {raw!r}") from None
+
+
+def _timezone(env, name: str, default: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    raw = (env.get(name) or "").strip() or default
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{name} must be an IANA time zone such as America/Toronto, got {raw!r}") from None
+    return raw
+
+
+def _float(env, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name} must be positive, got {raw}")
+    return value
 
 
 def _int(env, name: str, default: int) -> int:

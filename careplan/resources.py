@@ -15,6 +15,8 @@ SUPPORTED_TYPES: tuple[str, ...] = (
     "Goal",
     "HealthcareService",
     "Location",
+    "Measure",
+    "MeasureReport",
     "Observation",
     "Organization",
     "Patient",

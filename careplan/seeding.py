@@ -13,8 +13,8 @@ from careplan.store import service
 from careplan.validation import validate_resource
 
 log = logging.getLogger(__name__)
-# The practice catalogue first: the demo care plan's activities name its practices.
-SEED_FOLDERS = ("catalogue", "examples")
+# The practice catalogue first: the demo care plan's activities name its practices. Then the measures (issue 8).
+SEED_FOLDERS = ("catalogue", "examples", "measures")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from careplan import migrations
 from careplan.config import normalize_database_url
 from careplan.db import Database
 from careplan.models import Base
+import careplan.reminders.models  # noqa: F401,E402  (the reminder tables are truncated with the rest)
 
 POSTGRES_URL = os.environ.get("CAREPLAN_TEST_DATABASE_URL")
 

@@ -82,3 +82,55 @@ def strip_server_fields(resource: dict) -> dict:
     if meta:
         result["meta"] = meta
     return result
+
+
+# -- referrals (issue 6) ------------------------------------------------------------------------------------------
+
+SERVICE_CATEGORY_SYSTEM = "https://careplan.example.org/fhir/CodeSystem/service-category"
+ACCEPTING_REFERRALS = "https://careplan.example.org/fhir/StructureDefinition/accepting-referrals"
+CONSENT_SCOPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                             "code": "patient-privacy"}]}
+
+
+def partner_organization(organization_id: str, name: str, *, timezone: str | None = None) -> dict:
+    """Return a partner agency Organization (optionally with its IANA time zone extension)."""
+    resource = {"resourceType": "Organization", "id": organization_id, "active": True, "name": name}
+    if timezone:
+        resource["extension"] = [{"url": "https://careplan.example.org/fhir/StructureDefinition/timezone",
+                                  "valueCode": timezone}]
+    return resource
+
+
+def partner_service(service_id: str, organization_id: str, *, needs: tuple[str, ...] = ("housing",),
+                    languages: tuple[str, ...] = ("en", "fr"), accepting: bool | None = True) -> dict:
+    """Return a HealthcareService of the partner directory offering needs in languages."""
+    resource = {"resourceType": "HealthcareService", "id": service_id, "active": True,
+                "name": service_id.replace("-", " ").title(),
+                "providedBy": {"reference": f"Organization/{organization_id}"},
+                "category": [{"coding": [{"system": SERVICE_CATEGORY_SYSTEM, "code": need}]} for need in needs],
+                "communication": [{"coding": [{"system": "urn:ietf:bcp:47", "code": c}]} for c in languages]}
+    if accepting is not None:
+        resource["extension"] = [{"url": ACCEPTING_REFERRALS, "valueBoolean": accepting}]
+    return resource
+
+
+def disclosure_consent(consent_id: str, patient_id: str, organization: str, *, labels: tuple[str, ...] = (),
+                       status: str = "active") -> dict:
+    """Return a patient-privacy Consent permitting disclosure to organization (and of data with labels)."""
+    provision: dict = {"type": "permit", "actor": [{
+        "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                             "code": "IRCP"}]},
+        "reference": {"reference": organization}}]}
+    if labels:
+        provision["securityLabel"] = [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": code}
+                                      for code in labels]
+    return {"resourceType": "Consent", "id": consent_id, "status": status, "scope": copy.deepcopy(CONSENT_SCOPE),
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": f"Patient/{patient_id}"}, "provision": provision}
+
+
+def referral_request(care_plan_id: str, activity_id: str, partner: str, **overrides) -> dict:
+    """Return the body of POST /api/v1/referrals for a housing referral from a care plan activity."""
+    return {"care_plan": care_plan_id, "activity": activity_id, "partner": partner,
+            "need": {"code": "housing", "display": "Housing"}, "reason": "Sleeping rough since October",
+            "priority": "urgent", **overrides}

@@ -11,7 +11,7 @@ from typing import Callable
 from flask import Blueprint
 
 from api.fhir import capabilities, create, delete, history, patch, read, update, vread
-from api.fhir import everything, search
+from api.fhir import evaluate_measure, everything, search
 from api.fhir import transaction
 from api.fhir.http import check_acceptable
 
@@ -53,6 +53,8 @@ INTERACTIONS: tuple[Interaction, ...] = (
                 search.search_compartment),
     Interaction("everything", "instance", "/<resource_type>/<resource_id>/$everything", "GET",
                 everything.everything),
+    Interaction("evaluate-measure", "instance", "/<resource_type>/<resource_id>/$evaluate-measure", "GET",
+                evaluate_measure.evaluate_measure),
 )
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")

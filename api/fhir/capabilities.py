@@ -82,6 +82,9 @@ def _statement_body() -> dict:
         if "everything" in codes and resource_type == "Patient":
             entry["operation"] = [{"name": "everything",
                                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
+        if "evaluate-measure" in codes and resource_type == "Measure":
+            entry["operation"] = [{"name": "evaluate-measure",
+                                   "definition": "http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure"}]
         resources.append(entry)
     system = [{"code": c} for c in ("transaction", "batch", "search-system", "history-system") if c in codes]
     return {

@@ -45,8 +45,19 @@ def init_app(app: Flask) -> Api:
     api.init_app(app)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     api.spec.options["security"] = [{"bearerAuth": []}]
-    from api.v1 import care_plans, partners, patients, worklist
+    from api.v1 import care_plans, partners, patients, practices, worklist
 
-    for module in (patients, care_plans, worklist, partners):
+    for module in (patients, care_plans, worklist, partners, practices):
         api.register_blueprint(module.blp, url_prefix=f"/api/v1{module.URL_PREFIX}")
+    from api.v1 import partner, referrals
+
+    for module in (referrals, partner):
+        api.register_blueprint(module.blp, url_prefix=f"/api/v1{module.URL_PREFIX}")
+    from api.v1 import inbox, notifications, reminders
+
+    for module in (reminders, inbox, notifications):
+        api.register_blueprint(module.blp, url_prefix=f"/api/v1{module.URL_PREFIX}")
+    from api.v1 import measures
+
+    api.register_blueprint(measures.blp, url_prefix=f"/api/v1{measures.URL_PREFIX}")
     return api

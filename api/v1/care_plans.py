@@ -93,9 +93,15 @@ class CarePlanCreateSchema(ma.Schema):
                                validate=ma.validate.Length(max=50))
     team = ma.fields.List(ma.fields.Nested(MemberSchema), validate=ma.validate.Length(max=50))
     goals = ma.fields.List(ma.fields.Nested(GoalSchema), validate=ma.validate.Length(max=50))
-    concerns = ma.fields.List(ma.fields.Nested(ConcernSchema), required=True,
-                              validate=ma.validate.Length(min=1, max=50),
-                              metadata={"description": "The health concerns and social needs the plan addresses"})
+    concerns = ma.fields.List(ma.fields.Nested(ConcernSchema), validate=ma.validate.Length(max=50),
+                              metadata={"description": "The health concerns and social needs the plan addresses "
+                                                       "(required for an active plan; a draft may add them later)"})
+
+    @ma.validates_schema
+    def _active_needs_concerns(self, data, **kwargs):
+        # The profile holds a plan in use to name what it addresses; a draft is still being built with the patient.
+        if data.get("status") == "active" and not data.get("concerns"):
+            raise ma.ValidationError("An active plan must name the concerns it addresses", "concerns")
 
 
 class StatusSchema(ma.Schema):
@@ -176,13 +182,13 @@ class PatientCarePlans(MethodView):
         "goals": [{"description": "Have my own place by spring", "target_date": "2027-03-01"}],
         "concerns": [{"description": "No stable housing", "social_need": "housing-instability"}]})
     @blp.response(201, CarePlanSchema, example=PLAN_EXAMPLE)
-    @errors(400, 401, 403, 404, 409, 422)
+    @errors(400, 401, 403, 404, 422)
     def post(self, data, patient_id):
         """Create a coordinated care plan from chosen practices
 
         Each practice becomes an activity citing it (instantiatesCanonical) with its default follow-up cadence;
         the care team (patient and coordinator added when missing), goals and concerns are stored with it.
-        A patient has at most one active coordinated care plan (409 otherwise).
+        A patient has at most one active coordinated care plan (422 otherwise, as on /fhir).
         """
         plan = care_plans.create(
             get_db(), patient_id=patient_id, title=data["title"], status=data["status"],
@@ -205,7 +211,7 @@ class CarePlanById(MethodView):
 class CarePlanStatus(MethodView):
     @blp.arguments(StatusSchema, example={"status": "on-hold"})
     @blp.response(200, CarePlanSchema, example={**PLAN_EXAMPLE, "status": "on-hold"})
-    @errors(400, 401, 403, 404, 409, 422)
+    @errors(400, 401, 403, 404, 422)
     def post(self, data, care_plan_id):
         """Change a plan's status (allowed transitions only)
 

@@ -75,7 +75,8 @@ class Worklist(MethodView):
     def get(self, args):
         """The calling coordinator's worklist, grouped by tier
 
-        Follow-ups due or overdue (one cadence period after the last progress note), goals due for review
+        Follow-ups due or overdue (one cadence period after the last progress note, or without one after the
+        activity's start, else the plan's; `last_contact` is that moment), goals due for review
         (target dates) and referrals waiting on a partner (Task requested/received/accepted/ready), grouped
         recommended, promising, emerging, then those tied to no practice.
         """

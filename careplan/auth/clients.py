@@ -43,7 +43,7 @@ DEFAULT_SCOPES: dict[str, str] = {
     "admin": "system/*.cruds",
     "coordinator": "system/*.cruds",
     "ehr": "system/*.cruds",
-    "partner": "system/Task.rus system/ServiceRequest.rs system/Patient.rs system/Communication.crs",
+    "partner": "system/Task.rus system/ServiceRequest.rs system/Patient.rs system/Communication.crus",
 }
 _PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 

@@ -162,11 +162,32 @@ class Rule:
     target: ``type`` the resource type in the URL; ``all`` a wildcard scope; ``_type`` each type named in the _type
     parameter (a wildcard scope without it); ``compartment`` the type searched in a compartment (``*``: all);
     ``everything`` read on the resource plus the permissions on each _type (or all types); ``bundle`` each entry of
-    a transaction or batch Bundle; ``none`` no scope (any valid token will do).
+    a transaction or batch Bundle; ``none`` no scope (any valid token will do); ``method`` the fixed needs listed
+    for the request's HTTP method in ``methods`` (a method not listed needs everything; see ``per_method``).
     """
 
     permissions: str
     target: str = "type"
+    methods: tuple[tuple[str, tuple[Need, ...]], ...] = ()
+
+
+def per_method(**needs: str) -> Rule:
+    """Return the rule of an /api/v1 endpoint from the FHIR types each HTTP method reads or writes.
+
+    ``per_method(GET="Patient.rs", POST="Patient.c EpisodeOfCare.c")``: each value is space-separated
+    ``Type.letters``; HEAD needs what GET needs; a method not named needs every permission (fail closed).
+    """
+    methods = []
+    for method, text in needs.items():
+        merged: dict[str, set[str]] = {}
+        for item in text.split():
+            resource_type, _, letters = item.partition(".")
+            if not (resource_type == ALL_TYPES or _RESOURCE_TYPE.match(resource_type)) or not letters \
+                    or set(letters) - set(PERMISSIONS):
+                raise ScopeError(f"malformed need {item!r}; expected e.g. CarePlan.rs")
+            merged.setdefault(resource_type, set()).update(letters)
+        methods.append((method.upper(), tuple(Need(t, _canonical(p)) for t, p in merged.items())))
+    return Rule("", "method", tuple(methods))
 
 
 # Keyed by the FHIR interaction code, which api/fhir/blueprint.py also uses as the endpoint name.
@@ -191,24 +212,91 @@ FHIR_RULES: Mapping[str, Rule] = {
     "search-system-post": Rule("s", "_type"),
     "search-compartment": Rule("s", "compartment"),
     "everything": Rule("s", "everything"),
+    "evaluate-measure": Rule("r"),  # Measure/{id}/$evaluate-measure (issue 8)
     "transaction": Rule("", "bundle"),
     "batch": Rule("", "bundle"),
     "capabilities": Rule("", "none"),
 }
 
 # The coordination API (/api/v1) adds its endpoints here as it is built: endpoint name -> Rule.
-API_V1_RULES: dict[str, Rule] = {}
+API_V1_RULES: dict[str, Rule] = {
+    # Issue 5 blueprints (patients, care plans, worklist, partners, practices): the FHIR types each method reads
+    # (r by id, s by search) or writes, including what the service checks on the way (e.g. the patient it reads).
+    "v1_patients.Patients": per_method(GET="Patient.s", POST="Patient.c EpisodeOfCare.c"),
+    "v1_patients.PatientById": per_method(GET="Patient.r"),
+    "v1_patients.PatientSummary": per_method(GET="Patient.r CarePlan.s Goal.s CareTeam.r Task.s EpisodeOfCare.s"),
+    "v1_care_plans.PatientCarePlans": per_method(
+        GET="Patient.r CarePlan.s",
+        POST="Patient.r PlanDefinition.rs CarePlan.cs CareTeam.c Goal.c Condition.c"),
+    "v1_care_plans.CarePlanById": per_method(GET="CarePlan.r"),
+    "v1_care_plans.CarePlanStatus": per_method(POST="CarePlan.rsu"),
+    "v1_care_plans.Activities": per_method(POST="CarePlan.ru PlanDefinition.rs"),
+    "v1_care_plans.ActivityById": per_method(PATCH="CarePlan.ru", DELETE="CarePlan.ru"),
+    "v1_care_plans.Goals": per_method(POST="CarePlan.ru Goal.c"),
+    "v1_care_plans.GoalById": per_method(PATCH="CarePlan.r Goal.ru", DELETE="CarePlan.ru Goal.ru"),
+    "v1_care_plans.TeamMembers": per_method(POST="CarePlan.r CareTeam.ru"),
+    "v1_care_plans.TeamMemberById": per_method(DELETE="CarePlan.r CareTeam.ru"),
+    "v1_care_plans.Concerns": per_method(POST="CarePlan.ru Condition.c"),
+    "v1_care_plans.ConcernById": per_method(DELETE="CarePlan.ru"),
+    "v1_worklist.Worklist": per_method(GET="CarePlan.s CareTeam.r Goal.s Task.s PlanDefinition.s"),
+    "v1_partners.Partners": per_method(GET="HealthcareService.s Organization.r Location.r"),
+    "v1_practices.Practices": per_method(GET="PlanDefinition.s"),
+    "v1_practices.PracticeById": per_method(GET="PlanDefinition.r", PATCH="PlanDefinition.ru"),
+    # End of the issue 5 block.
+    # Issue 6 referrals, coordinator side (api/v1/referrals.py).
+    "v1_referrals.Referrals": per_method(
+        GET="Task.rs ServiceRequest.r Organization.r",
+        POST="CarePlan.ru Patient.r Consent.r HealthcareService.s Organization.r Location.r ServiceRequest.c Task.c"),
+    "v1_referrals.ReferralById": per_method(GET="Task.r ServiceRequest.r Organization.r"),
+    "v1_referrals.ReferralCancel": per_method(POST="Task.ru ServiceRequest.ru Organization.r"),
+    "v1_referrals.ReferralReRefer": per_method(
+        POST="Task.rc ServiceRequest.rcu CarePlan.ru Patient.r HealthcareService.s Organization.r Location.r"),
+    "v1_referrals.ReferralMessages": per_method(GET="Task.r Communication.s", POST="Task.r Communication.c"),
+    # Issue 6 referrals, partner side (api/v1/partner.py): within the partner's default scopes.
+    "v1_partner.Inbox": per_method(GET="Task.rs ServiceRequest.r Patient.r"),
+    "v1_partner.PartnerReferralById": per_method(GET="Task.r ServiceRequest.r Patient.r"),
+    **{f"v1_partner.Partner{action}": per_method(POST="Task.ru ServiceRequest.r Patient.r") for action in (
+        "Accept", "Decline", "Start", "Hold", "Resume", "Complete", "Fail", "Cancel", "BusinessStatus")},
+    "v1_partner.PartnerMessages": per_method(GET="Task.r Communication.s", POST="Task.r Communication.c"),
+    # End of the issue 6 block.
+    # Issue 7 reminders (api/v1/reminders.py, inbox.py, notifications.py). Reminder rows and settings are no FHIR
+    # type, but reminders reach people as Communications: reading them needs Communication search, changing how they
+    # are delivered needs Communication update. The services also filter by caller (deliveries: admins only).
+    "v1_reminders.Reminders": per_method(GET="Communication.s"),
+    "v1_reminders.Deliveries": per_method(GET="*.s"),
+    "v1_reminders.Requeue": per_method(POST="*.u"),
+    "v1_inbox.Inbox": per_method(GET="Communication.s"),
+    "v1_inbox.MarkRead": per_method(POST="Communication.ru"),
+    "v1_inbox.MarkDone": per_method(POST="Communication.ru"),
+    "v1_notifications.Settings": per_method(GET="Communication.r", PUT="Communication.u"),
+    "v1_notifications.Channels": per_method(POST="Communication.u"),
+    "v1_notifications.ChannelById": per_method(DELETE="Communication.u"),
+    # End of the issue 7 reminders block.
+    # Issue 8 measures (api/v1/measures.py): aggregates need read on Measure; the drill-down reads each member.
+    "v1_measures.Measures": per_method(GET="Measure.rs"),
+    "v1_measures.MeasureById": per_method(GET="Measure.r"),
+    "v1_measures.MeasureChartPng": per_method(GET="Measure.r"),
+    "v1_measures.MeasureChartSvg": per_method(GET="Measure.r"),
+    "v1_measures.MeasureMembers": per_method(GET="Measure.r Patient.r Task.r CarePlan.r Encounter.r Goal.r"),
+    "dashboard.show": per_method(GET="Measure.rs"),  # api/dashboard.py: every measure's aggregates, like Measures
+    # End of the issue 8 measures block.
+}
 
 # Anything routed but not in a table needs every permission on every type: a new route is never left open.
 FAIL_CLOSED = Rule(PERMISSIONS, "all")
 
 
 def needs_for(rule: Rule, *, view_args: Mapping[str, str] | None = None, type_parameter: str | None = None,
-              bundle: object = None, base_url: str | None = None) -> list[Need]:
+              bundle: object = None, base_url: str | None = None, method: str | None = None) -> list[Need]:
     """Return what a request to an endpoint with this rule needs (view_args: the URL's variables)."""
     view_args = view_args or {}
     if rule.target == "none":
         return []
+    if rule.target == "method":
+        listed = dict(rule.methods)
+        method = (method or "").upper()
+        found = listed.get("GET" if method == "HEAD" and "HEAD" not in listed else method)
+        return list(found) if found is not None else [Need(ALL_TYPES, PERMISSIONS)]
     if rule.target == "type":
         return [Need(_type_or_all(view_args.get("resource_type")), rule.permissions)]
     if rule.target == "_type":

@@ -17,7 +17,7 @@ from datetime import date
 from sqlalchemy.orm import Session
 
 from careplan.coordination import codes, practices
-from careplan.coordination.errors import Conflict, NotFound, RuleViolation
+from careplan.coordination.errors import NotFound, RuleViolation
 from careplan.coordination.store import caller_reference, read, search_all, validate
 from careplan.db import Database
 from careplan.errors import InvalidResource, UnprocessableEntity
@@ -62,9 +62,10 @@ def _require_no_other_active(session: Session, patient_id: str, except_id: str |
     plans = search_all(session, "CarePlan", [("subject", f"Patient/{patient_id}"), ("status", "active")])
     others = [p for p in plans if is_coordinated(p) and p["id"] != except_id]
     if others:
-        raise Conflict(f"Patient/{patient_id} already has an active coordinated care plan (CarePlan/{others[0]['id']});"
-                       " complete, revoke or put it on hold first",
-                       errors={"status": ["one active coordinated care plan per patient"]})
+        # A business rule, not an edit conflict: 422 as on /fhir, where the store's profile check says the same.
+        raise RuleViolation(f"Patient/{patient_id} already has an active coordinated care plan "
+                            f"(CarePlan/{others[0]['id']}); complete, revoke or put it on hold first",
+                            errors={"status": ["one active coordinated care plan per patient"]})
 
 
 def _member(member: dict) -> dict:
@@ -75,7 +76,8 @@ def _member(member: dict) -> dict:
     return participant
 
 
-def _activity(session: Session, choice: dict, *, default_performer: str | None = None) -> dict:
+def _activity(session: Session, choice: dict, *, default_performer: str | None = None,
+              start: date | None = None) -> dict:
     practice = practices.resolve(session, choice["practice"])
     detail: dict = {"status": "not-started", "instantiatesCanonical": [practices.canonical(practice)]}
     description = choice.get("description") or practice.get("title") or practice.get("name")
@@ -88,6 +90,9 @@ def _activity(session: Session, choice: dict, *, default_performer: str | None =
         raise RuleViolation(f"The practice {choice['practice']} has no default follow-up cadence; give cadence_days",
                             errors={"cadence_days": ["required for a practice without a default cadence"]})
     detail["scheduledTiming"] = copy.deepcopy(timing)
+    if start is not None:
+        # The follow-up clock of an activity added to a running plan starts when it is added, not with the plan.
+        detail["scheduledTiming"].setdefault("repeat", {})["boundsPeriod"] = {"start": start.isoformat()}
     performer = choice.get("performer") or default_performer
     if not performer:
         raise RuleViolation("Name who is responsible for the activity", errors={"performer": ["required"]})
@@ -235,11 +240,13 @@ def change_status(db: Database, *, care_plan_id: str, status: str) -> dict:
 
 
 def add_activity(db: Database, *, care_plan_id: str, choice: dict) -> dict:
-    """Add an activity from a practice to a plan; return the plan."""
+    """Add an activity from a practice to a plan, its follow-up clock starting today; return the plan."""
+    from careplan.coordination.store import now
+
     with db.writing() as session:
         plan = _plan(session, care_plan_id)
         plan.setdefault("activity", []).append(_activity(session, choice, default_performer=plan.get(
-            "author", {}).get("reference")))
+            "author", {}).get("reference"), start=now().date()))
         return _save(session, plan)
 
 
@@ -258,7 +265,10 @@ def update_activity(db: Database, *, care_plan_id: str, activity_id: str, status
         if performer:
             detail["performer"] = [{"reference": performer}]
         if cadence_days:
+            bounds = ((detail.get("scheduledTiming") or {}).get("repeat") or {}).get("boundsPeriod")
             detail["scheduledTiming"] = {"repeat": {"frequency": 1, "period": cadence_days, "periodUnit": "d"}}
+            if bounds:  # a new cadence keeps the activity's start
+                detail["scheduledTiming"]["repeat"]["boundsPeriod"] = bounds
         if progress_note:
             author = caller_reference()
             note: dict = {"text": progress_note, "time": now().strftime("%Y-%m-%dT%H:%M:%SZ")}

@@ -28,6 +28,6 @@ class RuleViolation(CoordinationError):
 
 
 class Conflict(CoordinationError):
-    """The request conflicts with the current state (e.g. a second active care plan)."""
+    """The request conflicts with the current state of what it changes (a broken business rule is a RuleViolation)."""
 
     status = 409

@@ -1,7 +1,7 @@
 """The coordinator's worklist: follow-ups due and overdue, goals due for review, referrals waiting on a partner.
 
-A follow-up is due one cadence period after the activity's last progress note (or, without one, after the plan's
-last change). Items are grouped by the tier of the practice they come from, in adoption order (recommended,
+A follow-up is due one cadence period after the activity's last progress note (or, without one, after the
+activity's start, else the plan's start, else the plan's last change). Items are grouped by the tier of the practice they come from, in adoption order (recommended,
 promising, emerging), then those tied to no practice.
 """
 
@@ -34,21 +34,49 @@ def period_days(timing: dict | None) -> float | None:
     return float(period) * _UNIT_DAYS[unit] / max(int(repeat.get("frequency") or 1), 1)
 
 
+def _instant_or_none(text: object) -> datetime | None:
+    # FHIR dateTimes may be partial (2026, 2026-11): take the first moment they name; anything else is no baseline.
+    if not isinstance(text, str) or not text:
+        return None
+    if len(text) in (4, 7):
+        text = text + ("-01-01" if len(text) == 4 else "-01")
+    try:
+        return _instant(text)
+    except ValueError:
+        return None
+
+
+def _activity_start(detail: dict) -> datetime | None:
+    timing = detail.get("scheduledTiming")
+    bounds = ((timing.get("repeat") or {}) if isinstance(timing, dict) else {}).get("boundsPeriod") or {}
+    scheduled = detail.get("scheduledPeriod") or {}
+    return _instant_or_none(bounds.get("start")) or _instant_or_none(scheduled.get("start"))
+
+
 def follow_ups_of(plan: dict, *, practices: dict[str, dict]) -> list[dict]:
-    """Return the follow-ups of a plan's open activities that have a cadence, with their due date."""
+    """Return the follow-ups of a plan's open activities that have a cadence, with their due date.
+
+    The clock runs from the activity's last progress note; without one, from the activity's own start
+    (scheduledTiming.repeat.boundsPeriod.start or scheduledPeriod.start), else the plan's period.start, else the
+    plan's last change.
+    """
     items = []
-    changed = _instant(plan["meta"]["lastUpdated"]) if plan.get("meta", {}).get("lastUpdated") else now()
+    plan_start = _instant_or_none((plan.get("period") or {}).get("start"))
+    changed = _instant_or_none((plan.get("meta") or {}).get("lastUpdated")) or now()
     for activity in plan.get("activity", []):
         detail = activity.get("detail") or {}
         if detail.get("status") in ("completed", "cancelled", "stopped", "entered-in-error"):
             continue
-        every = period_days(detail.get("scheduledTiming"))
-        if every is None:
-            continue
-        notes = [_instant(n["time"]) for n in activity.get("progress", []) if n.get("time")]
-        last = max(notes) if notes else changed
         canonical = (detail.get("instantiatesCanonical") or [None])[0]
         practice = practices.get(canonical) if canonical else None
+        # An activity scheduled by a period (scheduledPeriod) follows its practice's default cadence.
+        every = period_days(detail.get("scheduledTiming")) or (
+            period_days(practice_cadence(practice)) if practice else None)
+        if every is None:
+            continue
+        notes = [moment for n in activity.get("progress", []) for moment in [_instant_or_none(n.get("time"))]
+                 if moment is not None]
+        last = max(notes) if notes else _activity_start(detail) or plan_start or changed
         items.append({
             "kind": "follow-up", "care_plan": plan["id"], "patient": plan["subject"]["reference"],
             "activity": activity.get("id"), "description": detail.get("description"),
@@ -58,6 +86,11 @@ def follow_ups_of(plan: dict, *, practices: dict[str, dict]) -> list[dict]:
             "due": (last + timedelta(days=every)).date().isoformat(),
         })
     return items
+
+
+def practice_cadence(practice: dict | None) -> dict | None:
+    """Return the default follow-up cadence (a Timing) of a practice, or None."""
+    return practices.cadence(practice) if practice else None
 
 
 def practice_tier(practice: dict | None) -> str | None:
@@ -85,6 +118,7 @@ def build(db: Database, *, coordinator: str | None = None, within_days: int = 7,
         tasks = [t for t in tasks if (t.get("for") or {}).get("reference") in patients]
         canonicals |= {c for t in tasks for c in [t.get("instantiatesCanonical")] if c}
         known = practices.by_urls(session, canonicals)
+        levels = _referral_levels(session, tasks)  # issue 6: the partners' service levels
 
     items = []
     for plan in plans:
@@ -109,10 +143,30 @@ def build(db: Database, *, coordinator: str | None = None, within_days: int = 7,
                       "description": task.get("description"), "status": task["status"],
                       "owner": (task.get("owner") or {}).get("reference"), "practice": canonical,
                       "tier": practice_tier(known.get(canonical)) if canonical else None,
-                      "due": ((task.get("restriction") or {}).get("period") or {}).get("end", today.isoformat())[:10],
-                      "state": "waiting"})
+                      "due": levels[task["id"]]["due"] or ((task.get("restriction") or {}).get("period") or {}
+                                                          ).get("end", today.isoformat())[:10],
+                      "state": "overdue" if levels[task["id"]]["overdue"] else "waiting"})
     return {"coordinator": coordinator, "today": today.isoformat(), "within_days": within_days,
             "groups": group(items)}
+
+
+def _referral_levels(session, tasks: list[dict]) -> dict[str, dict]:
+    """Return, per referral Task, when its partner is due to act next (YYYY-MM-DD) and whether it is late."""
+    from careplan import config
+    from careplan.referrals import service as referrals  # imported late: referrals builds on coordination
+
+    settings = config.from_env()
+    found = {}
+    for task in tasks:
+        if not referrals.is_referral(task):
+            found[task["id"]] = {"due": None, "overdue": False}
+            continue
+        levels = referrals.sla_of(task, referrals.versions_in(session, task_id=task["id"]), settings=settings,
+                                  moment=now(), zone=referrals.zone_of(session, task, settings=settings))
+        due = levels["response_due"] if task.get("status") in ("requested", "received") else levels["contact_due"]
+        found[task["id"]] = {"due": due[:10] if due else None,
+                             "overdue": levels["response_overdue"] or levels["contact_overdue"]}
+    return found
 
 
 def group(items: list[dict]) -> list[dict]:

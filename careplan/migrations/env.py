@@ -5,6 +5,7 @@ from alembic import context
 from careplan.db import make_engine
 from careplan.models import Base
 import careplan.security.models  # noqa: F401  (registers the security tables on Base.metadata)
+import careplan.reminders.models  # noqa: F401  (registers the reminder tables on Base.metadata)
 
 config = context.config
 target_metadata = Base.metadata

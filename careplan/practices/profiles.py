@@ -3,7 +3,8 @@
 https://careplan.example.org/fhir/StructureDefinition/coordinated-care-plan (fhir/catalogue/) documents the rules;
 this module applies them inside the write transaction, so /fhir, transaction Bundles, imports and the coordination
 API all answer the same errors. A CarePlan is a coordinated care plan when it declares the profile in meta.profile
-or carries the coordinated-care-plan category (it must then do both).
+or carries the coordinated-care-plan category. A plan in use (active, on-hold, completed) must keep the whole
+profile; a draft (or a revoked plan) needs only a Patient subject, intent plan and the category.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from careplan.store import repository
 PROFILE_URL = "https://careplan.example.org/fhir/StructureDefinition/coordinated-care-plan"
 CATEGORY_SYSTEM = "https://careplan.example.org/fhir/CodeSystem/care-plan-category"
 CATEGORY_CODE = "coordinated-care-plan"
+# A plan in use is held to the whole profile; a draft (or a plan revoked or entered in error) only to what makes it a
+# coordinated care plan of a patient, so a coordinator can save one while still building it with the patient.
+FULL_PROFILE_STATUSES = frozenset({"active", "on-hold", "completed"})
 _PATIENT_REFERENCE = re.compile(r"^(?:.*/)?Patient/([A-Za-z0-9\-.]{1,64})$")
 
 
@@ -61,7 +65,8 @@ def check(session: Session, resource: dict, *, resource_id: str | None = None) -
     """
     if not is_coordinated(resource):
         return
-    structural = structure_issues(resource)
+    complete = resource.get("status") in FULL_PROFILE_STATUSES
+    structural = structure_issues(resource) if complete else draft_issues(resource)
     if structural:
         raise InvalidResource(issues=structural)
     unknown = practice_issues(session, resource, already_planned=_planned_practices(session, resource_id))
@@ -112,6 +117,19 @@ def structure_issues(resource: dict) -> list[Issue]:
     return issues
 
 
+def draft_issues(resource: dict) -> list[Issue]:
+    """Return the rules a coordinated care plan not yet (or no longer) in use breaks: subject, intent, category."""
+    issues: list[Issue] = []
+    if not has_category(resource):
+        issues.append(Issue("required", "A coordinated care plan needs the category "
+                                        f"{CATEGORY_SYSTEM}|{CATEGORY_CODE}", "CarePlan.category"))
+    if patient_of(resource) is None:
+        issues.append(Issue("required", "A coordinated care plan's subject must be a Patient", "CarePlan.subject"))
+    if resource.get("intent") != "plan":
+        issues.append(Issue("value", "A coordinated care plan's intent must be 'plan'", "CarePlan.intent"))
+    return issues
+
+
 def practice_issues(session: Session, resource: dict, *, already_planned: frozenset[str] = frozenset()) -> list[Issue]:
     """Return an issue for each activity whose practice is not an active PlanDefinition in the store.
 
@@ -120,7 +138,11 @@ def practice_issues(session: Session, resource: dict, *, already_planned: frozen
     """
     issues = []
     for index, activity in enumerate(resource.get("activity") or []):
-        (canonical,) = activity["detail"]["instantiatesCanonical"]
+        detail = activity.get("detail") if isinstance(activity, dict) else None
+        canonicals = (detail.get("instantiatesCanonical") if isinstance(detail, dict) else None) or []
+        if len(canonicals) != 1:
+            continue  # a draft's activity may not name its practice yet; the full profile requires one
+        (canonical,) = canonicals
         if canonical in already_planned:
             continue
         if catalogue.practice_by_url(session, canonical) is None:
@@ -144,8 +166,10 @@ def _require_only_active_plan(session: Session, resource: dict, resource_id: str
 
     patient = patient_of(resource)
     service.lock_in(session, f"active-plan:Patient/{patient}")
+    # By category, not _profile: every stored coordinated plan carries the category, whereas meta.profile may name
+    # a version (PROFILE_URL|1.0) that an exact _profile search would miss.
     criteria = search_query.parse([("subject", f"Patient/{patient}"), ("status", "active"),
-                                   ("_profile", PROFILE_URL)])
+                                   ("category", f"{CATEGORY_SYSTEM}|{CATEGORY_CODE}")])
     others = [row for row in search_query.matching_rows(session, "CarePlan", criteria, limit=2)
               if row.res_id != resource_id]
     if not others:

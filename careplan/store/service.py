@@ -32,6 +32,8 @@ from careplan.errors import (
 )
 from careplan.models import Resource
 from careplan.practices import profiles
+from careplan.referrals import workflow
+from careplan.reminders import rules as reminder_rules
 from careplan.resources import SERVER_WRITTEN_TYPES, is_supported
 from careplan.search import query as search_query
 from careplan.security import context, guard
@@ -217,8 +219,12 @@ def create_in(session: Session, *, resource: dict, criteria: list[tuple[str, str
         if existing:
             return WriteResult(repository.as_record(existing[0]), created=False, unchanged=True)
     profiles.check(session, resource, resource_id=resource_id)
+    workflow.check_transition(session, old=None, new=resource)
     stored = repository.insert(session, guard.label(resource, None), resource_id=resource_id or repository.new_id(),
                                now=now or repository.transaction_time(session), method="POST")
+    workflow.after_write(session, old=None, new=stored.content, now=stored.last_updated)
+    reminder_rules.sync_for_write(session, old=None, new=stored.content,
+                                  now=now or repository.transaction_time(session))
     return WriteResult(stored, created=True)
 
 
@@ -248,16 +254,24 @@ def update_in(session: Session, *, resource: dict, resource_id: str, if_match: i
         guard.authorize_change(session, row)
     _check_if_match(row, if_match)
     profiles.check(session, resource, resource_id=resource_id)
+    workflow.check_transition(session, old=row.content if row is not None and not row.deleted else None, new=resource)
     resource = guard.label(resource, row.content if row is not None and not row.deleted else None)
     if row is None:
         stored = repository.insert(session, resource, resource_id=resource_id,
                                    now=now or repository.transaction_time(session), method=method)
+        workflow.after_write(session, old=None, new=stored.content, now=stored.last_updated)
+        reminder_rules.sync_for_write(session, old=None, new=stored.content,
+                                      now=now or repository.transaction_time(session))
         return WriteResult(stored, created=True)
     if not row.deleted and repository.without_server_meta(row.content) == repository.without_server_meta(resource):
         # An identical update makes no new version, so syncing clients are not told of a change that never was.
         return WriteResult(repository.as_record(row), unchanged=True)
-    return WriteResult(repository.revise(session, row, resource, now=now or repository.transaction_time(session),
-                                         method=method))
+    previous = None if row.deleted else row.content
+    stored = repository.revise(session, row, resource, now=now or repository.transaction_time(session), method=method)
+    workflow.after_write(session, old=previous, new=stored.content, now=stored.last_updated)
+    reminder_rules.sync_for_write(session, old=previous, new=stored.content,
+                                  now=now or repository.transaction_time(session))
+    return WriteResult(stored)
 
 
 def conditional_update(db: Database, *, resource_type: str, criteria: str, resource: object,
@@ -355,7 +369,10 @@ def delete_in(session: Session, *, resource_type: str, resource_id: str, if_matc
     _check_if_match(row, if_match)
     if row.deleted:
         return None
-    return repository.tombstone(session, row, now=now or repository.transaction_time(session))
+    previous = row.content
+    deleted = repository.tombstone(session, row, now=now or repository.transaction_time(session))
+    reminder_rules.sync_for_write(session, old=previous, new=None, now=now or repository.transaction_time(session))
+    return deleted
 
 
 def conditional_delete(db: Database, *, resource_type: str, criteria: str) -> StoredResource | None:

@@ -59,6 +59,9 @@ def callers(app, anonymous_client, token_for):
             "resourceType": "Patient", "id": pid, "name": [{"family": name}], "birthDate": "1980-01-01",
             "identifier": [{"system": "urn:mrn", "value": pid}], "telecom": [{"system": "phone", "value": "555"}],
         }).status_code == 201
+    # Consent first: a referral cannot be sent to an agency the patient's consent does not permit (issue 6).
+    coordinator.put("/fhir/Consent/c1", consent("c1", {"type": "permit", "actor": actor(HOUSING)}))
+    coordinator.put("/fhir/Consent/c2", consent("c2", {"type": "permit", "actor": actor(FOOD)}, patient="p2"))
     for sid, pid, org, extra in (("sr-housing", "p1", HOUSING, {}), ("sr-food", "p2", FOOD, {}),
                                  ("sr-sud", "p1", HOUSING, {"reasonCode": [SUD_CODE]})):
         assert coordinator.put(f"/fhir/ServiceRequest/{sid}", {
@@ -71,8 +74,6 @@ def callers(app, anonymous_client, token_for):
             "owner": {"reference": org}})
     coordinator.put("/fhir/Condition/c-sud", {"resourceType": "Condition", "id": "c-sud", "code": SUD_CODE,
                                               "subject": {"reference": "Patient/p1"}})
-    coordinator.put("/fhir/Consent/c1", consent("c1", {"type": "permit", "actor": actor(HOUSING)}))
-    coordinator.put("/fhir/Consent/c2", consent("c2", {"type": "permit", "actor": actor(FOOD)}, patient="p2"))
     return {"admin": admin, "coordinator": coordinator, "housing": housing, "food": food,
             "anonymous": Caller(anonymous_client, "")}
 

@@ -24,9 +24,6 @@ def _foreign_resources() -> list[dict]:
          "telecom": [{"system": "phone", "value": "555-0199"}]},
         {"resourceType": "ServiceRequest", "id": "foreign-sr", "status": "active", "intent": "order",
          "subject": {"reference": "Patient/foreign-patient"}, "performer": [{"reference": HOUSING}]},
-        {"resourceType": "Task", "id": "foreign-task", "status": "requested", "intent": "order",
-         "focus": {"reference": "ServiceRequest/foreign-sr"}, "for": {"reference": "Patient/foreign-patient"},
-         "owner": {"reference": HOUSING}},
         {"resourceType": "Consent", "id": "foreign-consent", "status": "active", "scope": SCOPE,
          "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
          "patient": {"reference": "Patient/foreign-patient"},
@@ -34,6 +31,9 @@ def _foreign_resources() -> list[dict]:
              "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
                                   "code": "IRCP"}]},
              "reference": {"reference": HOUSING}}]}},
+        {"resourceType": "Task", "id": "foreign-task", "status": "requested", "intent": "order",
+         "focus": {"reference": "ServiceRequest/foreign-sr"}, "for": {"reference": "Patient/foreign-patient"},
+         "owner": {"reference": HOUSING}},
     ]
 
 

@@ -55,6 +55,7 @@ def test_a_second_active_plan_answers_422_naming_the_first(stocked, fhir):
     assert response.status_code == 422
     (issue,) = outcome(response)["issue"]
     assert f"CarePlan/{first['id']}" in issue["diagnostics"]
+    assert issue["code"] == "business-rule" and issue["expression"] == ["CarePlan.status"]
     draft = fhir.create(coordinated_plan(status="draft"))
     assert draft.status_code == 201
     activate = fhir.patch(f"/fhir/CarePlan/{body(draft)['id']}", [{"op": "replace", "path": "/status", "value": "active"}])
@@ -120,3 +121,61 @@ def test_an_admin_changes_a_tier_through_the_api_and_the_store_keeps_the_old_ver
     assert history["total"] == 2
     assert [tier_of(e["resource"]) for e in history["entry"]] == ["recommended", "emerging"]
     assert tier_of(body(fhir.get(f"{path}/_history/1"))) == "emerging"
+
+
+PROFILE = f"{BASE}/StructureDefinition/coordinated-care-plan"
+
+
+@pytest.mark.parametrize("first_profile, second_profile", [
+    (f"{PROFILE}|1.0", PROFILE), (PROFILE, f"{PROFILE}|1.0"), (f"{PROFILE}|1.0", f"{PROFILE}|2.0")],
+    ids=["versioned-first", "versioned-second", "both-versioned"])
+def test_a_versioned_profile_does_not_escape_the_one_active_plan_rule(stocked, fhir, first_profile, second_profile):
+    first = fhir.create(coordinated_plan(meta={"profile": [first_profile]}))
+    assert first.status_code == 201, body(first)
+    second = fhir.create(coordinated_plan(meta={"profile": [second_profile]}))
+    assert second.status_code == 422
+    (issue,) = outcome(second)["issue"]
+    assert issue["code"] == "business-rule" and f"CarePlan/{body(first)['id']}" in issue["diagnostics"]
+    draft = body(fhir.create(coordinated_plan(meta={"profile": [second_profile]}, status="draft")))
+    activate = fhir.patch(f"/fhir/CarePlan/{draft['id']}", [{"op": "replace", "path": "/status", "value": "active"}])
+    assert activate.status_code == 422
+    assert body(fhir.get("/fhir/CarePlan?patient=Patient/p1&status=active"))["total"] == 1
+
+
+def _bare_draft(**overrides) -> dict:
+    """A coordinated care plan with only what a draft needs: subject, status, intent, category."""
+    plan = coordinated_plan(status="draft")
+    return {**{k: plan[k] for k in ("resourceType", "status", "intent", "category", "subject")}, **overrides}
+
+
+def test_a_draft_needs_only_subject_status_intent_and_category(stocked, fhir):
+    draft = fhir.create(_bare_draft())
+    assert draft.status_code == 201, body(draft)
+    unfinished = coordinated_plan(status="draft")
+    unfinished["activity"][0]["detail"] = {"status": "not-started", "description": "Practice to be chosen"}
+    assert fhir.create(unfinished).status_code == 201
+    assert fhir.create(_bare_draft(status="revoked")).status_code == 201
+
+    for broken, expression in ((_bare_draft(intent="proposal"), "CarePlan.intent"),
+                               (_bare_draft(subject={"reference": "Group/g1"}), "CarePlan.subject"),
+                               ({**_bare_draft(category=[{"text": "other"}]), "meta": {"profile": [PROFILE]}},
+                                "CarePlan.category")):
+        response = fhir.create(broken)
+        assert response.status_code == 400, body(response)
+        assert [i["expression"] for i in outcome(response)["issue"]] == [[expression]]
+
+    made_up = coordinated_plan(status="draft")
+    made_up["activity"][0]["detail"]["instantiatesCanonical"] = [f"{BASE}/PlanDefinition/made-up"]
+    assert fhir.create(made_up).status_code == 422  # a practice it does name must be in the catalogue
+
+
+@pytest.mark.parametrize("status", ["active", "on-hold", "completed"])
+def test_the_full_profile_applies_when_a_draft_is_put_in_use(stocked, fhir, status):
+    draft = body(fhir.create(_bare_draft()))
+    response = fhir.patch(f"/fhir/CarePlan/{draft['id']}", [{"op": "replace", "path": "/status", "value": status}])
+    assert response.status_code == 400
+    expressions = {e for i in outcome(response)["issue"] for e in i["expression"]}
+    assert expressions == {"CarePlan.meta.profile", "CarePlan.author", "CarePlan.careTeam", "CarePlan.addresses"}
+    assert body(fhir.get(f"/fhir/CarePlan/{draft['id']}"))["status"] == "draft"
+    complete = {**coordinated_plan(status=status), "id": draft["id"]}
+    assert fhir.put(f"/fhir/CarePlan/{draft['id']}", complete).status_code == 200

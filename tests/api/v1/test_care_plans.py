@@ -64,7 +64,13 @@ def test_one_active_coordinated_plan_per_patient(client, enrolled, plan):
                         json={"title": "Second", "practices": [],
                               "concerns": [{"description": "Isolation"}]}).get_json()
     refused = client.post(f"/api/v1/care-plans/{draft['id']}/status", json={"status": "active"})
-    assert refused.status_code == 409 and plan["id"] in refused.get_json()["message"]
+    # a business rule, answered 422 here as on /fhir (RuleViolation / OperationOutcome business-rule)
+    assert refused.status_code == 422 and plan["id"] in refused.get_json()["message"]
+    assert refused.get_json()["errors"] == {"json": {"status": ["one active coordinated care plan per patient"]}}
+    second = client.post(f"/api/v1/patients/{patient_id}/care-plans",
+                         json={"title": "Third", "status": "active", "practices": [],
+                               "concerns": [{"description": "Isolation"}]})
+    assert second.status_code == 422 and plan["id"] in second.get_json()["message"]
     client.post(f"/api/v1/care-plans/{plan['id']}/status", json={"status": "revoked"})
     assert client.post(f"/api/v1/care-plans/{draft['id']}/status", json={"status": "active"}).status_code == 200
 
@@ -139,3 +145,29 @@ def test_care_plan_posted_by_an_ehr_shows_in_the_coordination_api(client, enroll
     summary = client.get(f"/api/v1/patients/{patient_id}/summary").get_json()
     assert summary["active_plan"]["id"] == plan_id
     assert summary["episode"]["status"] == "active"
+
+
+def test_a_draft_may_be_incomplete_until_it_becomes_active(client, enrolled, catalogue):
+    patient_id = enrolled["patient"]["id"]
+    incomplete = client.post(f"/api/v1/patients/{patient_id}/care-plans",
+                             json={"title": "Active at once", "status": "active", "practices": []})
+    assert incomplete.status_code == 422
+    assert incomplete.get_json()["errors"] == {"json": {"concerns": [
+        "An active plan must name the concerns it addresses"]}}
+
+    draft = client.post(f"/api/v1/patients/{patient_id}/care-plans",
+                        json={"title": "Still talking it through", "practices": [{"practice": "peer-support"}]})
+    assert draft.status_code == 201, draft.get_json()
+    assert draft.get_json()["status"] == "draft" and "addresses" not in draft.get_json()["resource"]
+    refused = client.post(f"/api/v1/care-plans/{draft.get_json()['id']}/status", json={"status": "active"})
+    assert refused.status_code == 422
+    assert list(refused.get_json()["errors"]["json"]) == ["CarePlan.addresses"]
+    assert client.get(f"/api/v1/care-plans/{draft.get_json()['id']}").get_json()["status"] == "draft"
+
+    base = f"/api/v1/care-plans/{draft.get_json()['id']}"
+    assert client.post(f"{base}/health-concerns", json={"description": "Isolation"}).status_code == 201
+    activated = client.post(f"{base}/status", json={"status": "active"})
+    assert activated.status_code == 200 and activated.get_json()["status"] == "active"
+    concern = activated.get_json()["resource"]["addresses"][0]["reference"].split("/")[1]
+    # a plan in use keeps the whole profile: it cannot drop the last concern it addresses
+    assert client.delete(f"{base}/health-concerns/{concern}").status_code == 422

@@ -67,3 +67,64 @@ def test_worklist_is_the_callers_own(client, plan, token_for):
 
 def _follow_ups(body: dict) -> list[dict]:
     return [i for g in body["groups"] for i in g["items"] if i["kind"] == "follow-up"]
+
+
+def _activity(activity_id: str, *, every: int | None = 7, **detail) -> dict:
+    timing = {"repeat": {"frequency": 1, "period": every, "periodUnit": "d"}} if every else None
+    return {"id": activity_id, "detail": {"status": "scheduled", "description": activity_id,
+                                          **({"scheduledTiming": timing} if timing else {}), **detail}}
+
+
+def test_follow_up_clock_starts_at_the_activity_then_the_plan_then_the_last_change():
+    bounded = _activity("bounded")
+    bounded["detail"]["scheduledTiming"]["repeat"]["boundsPeriod"] = {"start": "2026-11-10T09:00:00-05:00"}
+    month = _activity("month-only")
+    month["detail"]["scheduledTiming"]["repeat"]["boundsPeriod"] = {"start": "2026-11"}
+    nonsense = _activity("nonsense")
+    nonsense["detail"]["scheduledTiming"]["repeat"]["boundsPeriod"] = {"start": "soon"}
+    noted = _activity("noted")
+    noted["detail"]["scheduledTiming"]["repeat"]["boundsPeriod"] = {"start": "2026-11-10"}
+    noted["progress"] = [{"time": "2026-11-25T12:00:00Z", "text": "Called"}, {"text": "no time"}]
+    by_period = _activity("by-period", every=None, scheduledPeriod={"start": "2026-11-20"},
+                          instantiatesCanonical=["https://example.org/PlanDefinition/p"])
+    plan = {"id": "cp", "subject": {"reference": "Patient/p"}, "meta": {"lastUpdated": "2026-11-29T08:00:00Z"},
+            "period": {"start": "2026-10-01"},
+            "activity": [bounded, month, nonsense, noted, by_period, _activity("plain", every=14),
+                         _activity("done", status="completed")]}
+    practice = {"resourceType": "PlanDefinition", "extension": [{
+        "url": "https://careplan.example.org/fhir/StructureDefinition/practice-follow-up-cadence",
+        "valueTiming": {"repeat": {"frequency": 1, "period": 30, "periodUnit": "d"}}}]}
+    due = {i["activity"]: (i["last_contact"], i["due"]) for i in worklist.follow_ups_of(
+        plan, practices={"https://example.org/PlanDefinition/p": practice})}
+    assert due == {
+        "bounded": ("2026-11-10T14:00:00Z", "2026-11-17"),
+        "month-only": ("2026-11-01T00:00:00Z", "2026-11-08"),
+        "nonsense": ("2026-10-01T00:00:00Z", "2026-10-08"),  # no readable start: the plan's
+        "noted": ("2026-11-25T12:00:00Z", "2026-12-02"),
+        "by-period": ("2026-11-20T00:00:00Z", "2026-12-20"),  # the practice's 30-day cadence
+        "plain": ("2026-10-01T00:00:00Z", "2026-10-15"),
+    }
+    without_period = {k: v for k, v in plan.items() if k != "period"}
+    unbounded = {i["activity"]: i["due"] for i in worklist.follow_ups_of(without_period, practices={})}
+    assert unbounded["plain"] == "2026-12-13" and unbounded["nonsense"] == "2026-12-06"  # lastUpdated + cadence
+    assert "by-period" not in unbounded  # no Timing and no known practice: no cadence to follow
+
+
+def test_an_activity_added_later_is_timed_from_when_it_was_added(client, database, plan):
+    # The plan started 60 days ago (an EHR back-dated it); the activity added today is not overdue at once.
+    stored = client.get(f"/fhir/CarePlan/{plan['id']}").get_json()
+    stored["period"] = {"start": (date.today() - timedelta(days=60)).isoformat()}
+    assert client.put(f"/fhir/CarePlan/{plan['id']}", data=json.dumps(stored),
+                      content_type="application/fhir+json").status_code == 200
+    added = client.post(f"/api/v1/care-plans/{plan['id']}/activities",
+                        json={"practice": "peer-support", "description": "Group"}).get_json()
+    activity = added["resource"]["activity"][-1]
+    assert activity["detail"]["scheduledTiming"]["repeat"]["boundsPeriod"] == {"start": date.today().isoformat()}
+    items = _follow_ups(worklist.build(database, coordinator="Practitioner/test-admin", within_days=30))
+    states = {i["description"]: (i["state"], i["due"]) for i in items}
+    assert states["Group"] == ("due", (date.today() + timedelta(days=14)).isoformat())
+    assert states["Community navigation"][0] == "overdue"  # the plan's own start is its baseline
+    changed = client.patch(f"/api/v1/care-plans/{plan['id']}/activities/{activity['id']}",
+                           json={"cadence_days": 3}).get_json()
+    assert changed["resource"]["activity"][-1]["detail"]["scheduledTiming"]["repeat"] == {
+        "frequency": 1, "period": 3, "periodUnit": "d", "boundsPeriod": {"start": date.today().isoformat()}}

@@ -149,3 +149,34 @@ def test_seed_loads_the_catalogue_and_is_idempotent(database):
     assert plan["meta"]["profile"] == [f"{BASE}/StructureDefinition/coordinated-care-plan"]
     assert all(a["detail"]["instantiatesCanonical"][0].startswith(catalogue.PRACTICE_URL_PREFIX)
                for a in plan["activity"])
+
+
+def test_with_tier_replaces_the_tier_its_source_and_date_and_keeps_the_rest():
+    notify = next(p for p in PRACTICES if p["id"] == "notify-community-providers-of-admission")
+    assert catalogue.reassessment_of(notify) == "2017-09"
+    changed = catalogue.with_tier(notify, tier="recommended", provenance="programme-assessed: recommended",
+                                  reassessment="2027-09-01")
+    assert tier_of(changed) == "recommended" and tier_of(notify) == "promising"  # a copy
+    assert catalogue.tier_provenance_of(changed) == "programme-assessed: recommended"
+    assert catalogue.reassessment_of(changed) == "2027-09-01"
+    assert catalogue.themes_of(changed) == catalogue.themes_of(notify)
+    assert catalogue.endorsement_of(changed) == catalogue.endorsement_of(notify)
+    assert catalogue.follow_up_cadence(changed) == catalogue.follow_up_cadence(notify)
+    assert len(changed["extension"]) == len(notify["extension"])
+    cleared = catalogue.with_tier(changed, tier="recommended", provenance="x", reassessment=None)
+    assert catalogue.reassessment_of(cleared) is None and len(cleared["extension"]) == len(notify["extension"]) - 1
+    validate_resource(cleared)
+
+
+def test_choose_practices_filters_by_theme_tier_need_category_and_text(database):
+    load_catalogue(database)
+    with database.reading() as session:
+        every = catalogue.choose_practices(session)
+        assert [p["id"] for p in every] == [p["id"] for p in catalogue.list_practices(session)]
+        assert [p["id"] for p in catalogue.choose_practices(session, need="food-insecurity")] == [
+            "screen-for-social-needs"]
+        assert [p["id"] for p in catalogue.choose_practices(session, category="peer-support", tier="emerging",
+                                                            theme="trust-relationships", text="LIVED")] == [
+            "peer-support"]
+        assert catalogue.choose_practices(session, category="peer-support", tier="promising") == []
+        assert catalogue.choose_practices(session, text="no practice says this") == []

@@ -48,7 +48,7 @@ def world(database):
                           "birthDate": "1980-01-01", "identifier": [{"system": "urn:mrn", "value": pid}]})
         put(session, {"resourceType": "ServiceRequest", "id": "sr-housing", "status": "active", "intent": "order",
                       "subject": {"reference": "Patient/p1"}, "performer": [{"reference": HOUSING}]})
-        put(session, {"resourceType": "Task", "id": "task-housing", "status": "requested", "intent": "order",
+        put(session, {"resourceType": "Task", "id": "task-housing", "status": "draft", "intent": "order",
                       "focus": {"reference": "ServiceRequest/sr-housing"}, "for": {"reference": "Patient/p1"},
                       "owner": {"reference": HOUSING}})
         put(session, {"resourceType": "ServiceRequest", "id": "sr-food", "status": "active", "intent": "order",

@@ -1,0 +1,1 @@
+"""Quality-improvement measures (issue 8): definitions, computation, SPC signals, charts."""

@@ -1,0 +1,133 @@
+"""Render a reminder as a message: a subject, a plain text and structured data, with references and never names.
+
+A message may travel by e-mail or webhook, outside the careplan's access controls, so it names resources by
+reference (the reader opens careplan to see who it is about) and quotes no free text a person typed. A digest lists
+the recipient's due and overdue reminders in sections by practice tier: recommended, promising, emerging, then
+those tied to no practice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from careplan.models import utcnow
+from careplan.practices import catalogue
+from careplan.practices.tiers import TIER_ORDER, sort_key
+from careplan.reminders import timing
+from careplan.reminders.models import Reminder
+
+SUBJECTS = {
+    "follow-up": "Follow-up due",
+    "goal-review": "Goal review due",
+    "plan-review": "Care plan review due",
+    "referral-response": "Referral waiting for your response",
+    "referral-contact": "Referral accepted: first contact with the client due",
+    "referral-escalation": "Referral not answered in time",
+    "referral-closed": "Referral closed",
+    "digest": "Your daily summary",
+}
+NO_PRACTICE = "no practice"
+LISTED_KINDS = ("follow-up", "goal-review", "plan-review", "referral-response", "referral-contact",
+                "referral-escalation")
+
+
+def render(session: Session, reminder: Reminder, *, now: datetime | None = None) -> dict:
+    """Return the message of a reminder: {"subject", "text", "data"}."""
+    if reminder.kind == "digest":
+        return _digest(session, reminder, now=timing.utc(now or utcnow()))
+    from careplan.reminders.rules import preferences_of
+
+    payload = reminder.payload or {}
+    zone = preferences_of(session, reminder.recipient).zone  # the time as the recipient reads their clock
+    lines = [f"{SUBJECTS.get(reminder.kind, 'Reminder')}: {_about(reminder)}."]
+    due = payload.get("due")
+    if due:
+        lines.append(f"Due: {_local(due, zone)}.")
+    if reminder.tier or payload.get("practice"):
+        lines.append(f"Practice: {_practice_title(session, payload.get('practice')) or 'not named'}"
+                     f" ({reminder.tier or NO_PRACTICE}).")
+    if reminder.patient:
+        lines.append(f"Client: {reminder.patient} (open careplan to see who this is).")
+    if reminder.kind == "referral-escalation" and payload.get("misses"):
+        lines.append(f"The partner has not answered {payload['misses']} business day(s) after the response was due.")
+    subject = f"{SUBJECTS.get(reminder.kind, 'Reminder')}: {_about(reminder)}"
+    return {"subject": subject[:200], "text": "\n".join(lines), "data": _data(reminder)}
+
+
+def _about(reminder: Reminder) -> str:
+    payload = reminder.payload or {}
+    if reminder.kind == "follow-up":
+        return f"{payload.get('care_plan') or reminder.source.split('#')[0]} activity {payload.get('activity', '')}"
+    return reminder.source
+
+
+def _data(reminder: Reminder) -> dict:
+    payload = reminder.payload or {}
+    return {"reminder": reminder.id, "key": reminder.key, "kind": reminder.kind, "source": reminder.source,
+            "recipient": reminder.recipient, "patient": reminder.patient, "tier": reminder.tier,
+            "due_at": timing.utc(reminder.due_at).isoformat() if reminder.due_at else None,
+            "links": {k: payload[k] for k in ("care_plan", "goal", "task", "focus", "practice") if payload.get(k)}}
+
+
+def _practice_title(session: Session, canonical: str | None) -> str | None:
+    # The catalogue's title is public definitional text, unlike an activity's description.
+    if not canonical:
+        return None
+    practice = catalogue.practice_by_url(session, canonical)
+    return (practice or {}).get("title") or (practice or {}).get("name")
+
+
+def _local(iso: str, zone) -> str:
+    try:
+        moment = timing.utc(datetime.fromisoformat(iso)).astimezone(zone)
+    except ValueError:
+        return iso
+    return moment.strftime("%Y-%m-%d %H:%M %Z")
+
+
+def digest_items(session: Session, recipient: str, *, until: datetime, now: datetime) -> list[Reminder]:
+    """Return a recipient's reminders not yet done that fall due by until (overdue ones included)."""
+    return list(session.scalars(select(Reminder).where(
+        Reminder.recipient == recipient, Reminder.kind.in_(LISTED_KINDS), Reminder.state != "cancelled",
+        Reminder.done_at.is_(None), Reminder.due_at <= until).order_by(Reminder.due_at, Reminder.id)))
+
+
+def sections(items: list[Reminder]) -> list[tuple[str, list[Reminder]]]:
+    """Group reminders by tier in adoption order, then those of no practice (empty sections left out)."""
+    tiers = [*TIER_ORDER, *sorted({i.tier for i in items if i.tier and i.tier not in TIER_ORDER}), None]
+    grouped = []
+    for tier in sorted(tiers, key=lambda t: (sort_key(t), t is None, t or "")):
+        members = [i for i in items if i.tier == tier]
+        if members:
+            grouped.append((tier or NO_PRACTICE, members))
+    return grouped
+
+
+def _digest(session: Session, reminder: Reminder, *, now: datetime) -> dict:
+    payload = reminder.payload or {}
+    zone = timing.zone(payload.get("timezone"))
+    day = payload.get("date") or now.astimezone(zone).date().isoformat()
+    end_of_day = timing.at_local(datetime.fromisoformat(day).date() + timedelta(days=1),
+                                 datetime.min.time(), tz=zone)
+    items = digest_items(session, reminder.recipient, until=end_of_day, now=now)
+    lines = [f"Daily summary for {reminder.recipient}, {day}: {len(items)} item(s) due or overdue."]
+    data_sections = []
+    for label, members in sections(items):
+        lines.append("")
+        lines.append(label.capitalize())
+        entries = []
+        for item in members:
+            state = "overdue" if timing.utc(item.due_at) < timing.utc(reminder.due_at) else "due"
+            due_text = timing.utc(item.due_at).astimezone(zone).strftime("%Y-%m-%d %H:%M")
+            lines.append(f"- [{state}] {SUBJECTS.get(item.kind, item.kind)}: {_about(item)}, due {due_text}"
+                         + (f", client {item.patient}" if item.patient else ""))
+            entries.append({**_data(item), "state": state})
+        data_sections.append({"tier": None if label == NO_PRACTICE else label, "label": label, "items": entries})
+    if not items:
+        lines.append("Nothing is due today.")
+    return {"subject": f"{SUBJECTS['digest']}: {len(items)} due or overdue ({day})", "text": "\n".join(lines),
+            "data": {"reminder": reminder.id, "key": reminder.key, "kind": "digest", "recipient": reminder.recipient,
+                     "date": day, "sections": data_sections}}
