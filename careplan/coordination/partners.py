@@ -12,56 +12,26 @@ Representation (read from the resources, so an EHR or an admin maintains it on /
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 
 from careplan.coordination import codes
-from careplan.coordination.errors import CoordinationError, NotFound
-from careplan.coordination.store import Page, read, search
+from careplan.coordination.errors import NotFound
+from careplan.coordination.store import Page, filtered_page, read
 from careplan.db import Database
 
 ACCEPTING_REFERRALS = f"{codes.BASE}/StructureDefinition/accepting-referrals"
-SCAN_PAGE = 100
 
 
 def find(db: Database, *, need: str | None = None, language: str | None = None, area: str | None = None,
          accepting: bool | None = None, limit: int = 20, cursor: str | None = None) -> Page:
     """Return a page of partner services matching the need, language, area and referral availability."""
-    state = _decode(cursor) if cursor else {"c": None, "s": 0}
     params = [("_sort", "_id")]  # a stable order, so a cursor's position in a page means the same resource
-    items: list[dict] = []
-    engine_cursor, skip = state["c"], state["s"]
+
     with db.reading() as session:
-        while True:
-            page = search(session, "HealthcareService", params, limit=SCAN_PAGE, cursor=engine_cursor)
-            for index, service in enumerate(page.items[skip:], start=skip):
-                view = _view(session, service)
-                if _matches(view, need=need, language=language, area=area, accepting=accepting):
-                    items.append(view)
-                    if len(items) == limit:
-                        if index + 1 < len(page.items):
-                            return Page(items, _encode(engine_cursor, index + 1))
-                        return Page(items, _encode(page.next_cursor, 0) if page.next_cursor else None)
-            if page.next_cursor is None:
-                return Page(items, None)
-            engine_cursor, skip = page.next_cursor, 0
+        def keep(service: dict) -> dict | None:
+            view = _view(session, service)
+            return view if _matches(view, need=need, language=language, area=area, accepting=accepting) else None
 
-
-def _encode(engine_cursor: str | None, skip: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"c": engine_cursor, "s": skip}).encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> dict:
-    try:
-        state = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        state = None
-    if not isinstance(state, dict) or not isinstance(state.get("s"), int) or state["s"] < 0 \
-            or not (state.get("c") is None or isinstance(state.get("c"), str)):
-        raise CoordinationError("The cursor is not one this server made; start again without it",
-                                errors={"cursor": ["Not a valid cursor."]}, location="query")
-    return state
+        return filtered_page(session, "HealthcareService", params, keep, limit=limit, cursor=cursor)
 
 
 def _codes(concepts: list[dict]) -> list[str]:

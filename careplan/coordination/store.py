@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy.orm import Session
 
 from careplan import errors as fhir_errors
-from careplan.coordination.errors import NotFound, RuleViolation
+from careplan.coordination.errors import CoordinationError, NotFound, RuleViolation
 from careplan.search import engine
 from careplan.search.request import parse_request
 from careplan.security import context
@@ -19,6 +23,7 @@ from careplan.validation import validate_resource
 
 MAX_LIMIT = 100
 MAX_SCAN = 1000  # resources one internal sweep reads (worklist, summary)
+FILTER_SCAN_PAGE = 100  # resources a filtered listing reads per search page
 
 
 @dataclass(frozen=True)
@@ -82,3 +87,52 @@ def validate(resource: dict) -> None:
         validate_resource(resource, expected_type=resource["resourceType"])
     except fhir_errors.InvalidResource as error:
         raise RuleViolation(f"The {resource['resourceType']} would not be valid FHIR: {error}") from None
+
+
+def filtered_page(session: Session, resource_type: str, params: list[tuple[str, str]],
+                  keep: Callable[[dict], dict | None], *, limit: int, cursor: str | None) -> Page:
+    """Return up to limit views keep() makes of the matches (None: skip one), with the cursor of the next page.
+
+    For filters the search index cannot express: the cursor is the engine's cursor plus how many of that page were
+    already read, so paging neither repeats nor skips. params must sort stably (e.g. ``_sort=_id``).
+    """
+    state = _decode_cursor(cursor) if cursor else {"c": None, "s": 0}
+    engine_cursor, skip = state["c"], state["s"]
+    items: list[dict] = []
+    while True:
+        try:
+            page = search(session, resource_type, params, limit=FILTER_SCAN_PAGE, cursor=engine_cursor)
+        except fhir_errors.InvalidRequest:  # the engine's own cursor inside ours was forged or is stale
+            raise _bad_cursor() from None
+        for index, resource in enumerate(page.items[skip:], start=skip):
+            view = keep(resource)
+            if view is None:
+                continue
+            items.append(view)
+            if len(items) == limit:
+                if index + 1 < len(page.items):
+                    return Page(items, _encode_cursor(engine_cursor, index + 1))
+                return Page(items, _encode_cursor(page.next_cursor, 0) if page.next_cursor else None)
+        if page.next_cursor is None:
+            return Page(items, None)
+        engine_cursor, skip = page.next_cursor, 0
+
+
+def _encode_cursor(engine_cursor: str | None, skip: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"c": engine_cursor, "s": skip}).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> dict:
+    try:
+        state = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        state = None
+    if not isinstance(state, dict) or not isinstance(state.get("s"), int) or state["s"] < 0 \
+            or not (state.get("c") is None or isinstance(state.get("c"), str)):
+        raise _bad_cursor()
+    return state
+
+
+def _bad_cursor() -> CoordinationError:
+    return CoordinationError("The cursor is not one this server made; start again without it",
+                             errors={"cursor": ["Not a valid cursor."]}, location="query")

@@ -524,7 +524,6 @@ def xmr_chart(values: Sequence[float | None], *, improvement: str | None = None)
         ranges = [abs(b[1] - a[1]) for a, b in zip(present, present[1:])]
     mean_range = statistics.fmean(ranges)
     upl, lpl = mean + XMR_LIMIT * mean_range, mean - XMR_LIMIT * mean_range
-    near_upper, near_lower = mean + XMR_NEAR * mean_range, mean - XMR_NEAR * mean_range
     upper = tuple(None if v is None else upl for v in values)
     lower = tuple(None if v is None else lpl for v in values)
     sigma_value = mean_range / 1.128

@@ -10,9 +10,6 @@ function is keyword-only and owns its transaction. No Flask here.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -20,10 +17,10 @@ from datetime import datetime, timezone
 from sqlalchemy.orm import Session
 
 from careplan.coordination import codes, partners
-from careplan.coordination.errors import CoordinationError, NotFound, RuleViolation
-from careplan.coordination.store import caller_reference, now, read, search, search_all, validate
+from careplan.coordination.errors import NotFound, RuleViolation
+from careplan.coordination.store import caller_reference, filtered_page, now, read, search_all, validate
 from careplan.db import Database
-from careplan.errors import Forbidden, InvalidRequest, InvalidResource, UnprocessableEntity
+from careplan.errors import Forbidden, InvalidResource, UnprocessableEntity
 from careplan.referrals import codes as referral_codes
 from careplan.referrals import sla, timeline, workflow
 from careplan.security import context
@@ -47,7 +44,6 @@ OPEN = tuple(s for s in TASK_STATUSES if s not in FINAL)
 NEW = frozenset({"requested", "received"})
 REREFERABLE = frozenset({"rejected", "failed", "cancelled"})
 MAX_VERSIONS = 1000
-SCAN_PAGE = 100
 
 
 # -- errors ------------------------------------------------------------------------------------------------------
@@ -227,46 +223,11 @@ def _patient_minimum(session: Session, reference: str | None) -> dict | None:
 # -- paging over a filtered search ---------------------------------------------------------------------------------
 
 
-def _encode(engine_cursor: str | None, skip: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"c": engine_cursor, "s": skip}).encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> dict:
-    try:
-        state = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        state = None
-    if not isinstance(state, dict) or not isinstance(state.get("s"), int) or state["s"] < 0 \
-            or not (state.get("c") is None or isinstance(state.get("c"), str)):
-        raise CoordinationError("The cursor is not one this server made; start again without it",
-                                errors={"cursor": ["Not a valid cursor."]}, location="query")
-    return state
-
-
 def _scan(session: Session, params: list[tuple[str, str]], keep: Callable[[dict], dict | None], *, limit: int,
           cursor: str | None) -> tuple[list[dict], str | None]:
     """Return up to limit views of the matching Tasks that keep() accepts, with the cursor of the next page."""
-    state = _decode(cursor) if cursor else {"c": None, "s": 0}
-    engine_cursor, skip = state["c"], state["s"]
-    items: list[dict] = []
-    while True:
-        try:
-            page = search(session, "Task", params, limit=SCAN_PAGE, cursor=engine_cursor)
-        except InvalidRequest:  # the engine's own cursor inside ours was forged or is stale
-            raise CoordinationError("The cursor is not one this server made; start again without it",
-                                    errors={"cursor": ["Not a valid cursor."]}, location="query") from None
-        for index, task in enumerate(page.items[skip:], start=skip):
-            view = keep(task)
-            if view is None:
-                continue
-            items.append(view)
-            if len(items) == limit:
-                if index + 1 < len(page.items):
-                    return items, _encode(engine_cursor, index + 1)
-                return items, (_encode(page.next_cursor, 0) if page.next_cursor else None)
-        if page.next_cursor is None:
-            return items, None
-        engine_cursor, skip = page.next_cursor, 0
+    page = filtered_page(session, "Task", params, keep, limit=limit, cursor=cursor)
+    return page.items, page.next_cursor
 
 
 # -- coordinator side ----------------------------------------------------------------------------------------------
