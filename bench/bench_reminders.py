@@ -154,7 +154,7 @@ def scan(database: Database, repeats: int) -> dict[str, float]:
         connection.rollback()
     timings.sort()
     return {"p50": statistics.median(timings), "p95": timings[int(len(timings) * 0.95) - 1],
-            "index": "ix_reminder_due" in plan, "seq": "Seq Scan on reminder" in plan}
+            "index": "ix_reminder_due" in plan, "seq": "Seq Scan on reminder" in plan, "plan": plan}
 
 
 def main() -> int:
@@ -217,8 +217,10 @@ def main() -> int:
             f"{f'p50/p95 ms @{s:,}':>24}" for s in steps) + f"{'ratio':>8}  plan")
         cells = "".join(f"{results[s]['p50']:>14.2f} / {results[s]['p95']:<7.2f}" for s in steps)
         ratio = results[steps[-1]]["p50"] / results[first]["p50"]
-        plan = "partial index" if all(r["index"] and not r["seq"] for r in results.values()) else "NOT index-driven"
+        plan = " / ".join("partial index" if r["index"] and not r["seq"] else "SEQUENTIAL SCAN"
+                          for r in results.values())
         print(f"{'':<40}{cells}{ratio:>8.2f}  {plan}")
+        print(f"plan at {steps[-1]:,}:\n{results[steps[-1]]['plan']}")
     finally:
         server.shutdown()
         if database is not None:

@@ -296,7 +296,7 @@ def audit_break_glass(since: str | None, as_json: bool) -> None:
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes.")
 @click.option("--threads", default=4, show_default=True, type=int, help="Threads per worker.")
 @click.option("--scheduler/--no-scheduler", "run_scheduler", default=True, show_default=True,
-              help="Run the reminder scheduler in the server's master process (off when `careplan scheduler` runs).")
+              help="Run the reminder scheduler inside the server's workers (off when `careplan scheduler` runs).")
 def serve(host: str, port: int, workers: int, threads: int, run_scheduler: bool) -> None:
     """Serve the API with gunicorn (production mode)."""
     from gunicorn.app.base import BaseApplication
@@ -319,9 +319,10 @@ def serve(host: str, port: int, workers: int, threads: int, run_scheduler: bool)
             # gunicorn's control socket sits at one fixed path per user: two instances on a host would share it.
             self.cfg.set("control_socket_disable", True)
             if run_scheduler:
-                self.cfg.set("when_ready", _start_clock)
-                self.cfg.set("post_fork", _forget_clock)
-                self.cfg.set("on_exit", _stop_clock)
+                # Each worker runs its own clock, started after the fork (threads do not survive fork); several
+                # pollers are safe because the claim is atomic.
+                self.cfg.set("post_worker_init", _start_clock)
+                self.cfg.set("worker_exit", _stop_clock)
 
         def load(self):
             from api import create_app
@@ -336,7 +337,7 @@ def serve(host: str, port: int, workers: int, threads: int, run_scheduler: bool)
 _clock: dict = {}
 
 
-def _start_clock(_server) -> None:
+def _start_clock(_worker) -> None:
     from careplan.db import Database
     from scheduler import clock
 
@@ -344,13 +345,7 @@ def _start_clock(_server) -> None:
     _clock["clock"] = clock.start_background(database, careplan_config.from_env())
 
 
-def _forget_clock(_server, _worker) -> None:
-    # A forked worker must not use or close the master's pooled connections (SQLAlchemy's fork recipe).
-    if "database" in _clock:
-        _clock["database"].engine.dispose(close=False)
-
-
-def _stop_clock(_server) -> None:
+def _stop_clock(_server, _worker) -> None:
     if "clock" in _clock:
         _clock.pop("clock").stop()
         _clock.pop("database").dispose()
@@ -378,7 +373,7 @@ def scheduler_command(once: bool) -> None:
         click.echo(f"careplan scheduler: a tick every {settings.scheduler_interval_seconds:g} s "
                    "(stop with SIGTERM or Ctrl-C)")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick is noise
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)  # "skipped: maximum number of running instances" is by design
         clock.run_blocking(database, settings)
     finally:
         database.dispose()

@@ -14,7 +14,6 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Protocol
 
-from careplan.config import Settings
 from careplan.db import Database
 from careplan.models import utcnow
 
@@ -87,6 +86,16 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Treat a redirect as a failure: following it would turn the POST into a GET and call that delivered."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
 class WebhookChannel:
     """POST the message as JSON to the recipient's URL, signed with the channel's secret; any 2xx is delivered."""
 
@@ -108,7 +117,7 @@ class WebhookChannel:
             headers["X-Careplan-Signature"] = signature(delivery.secret, timestamp, body)
         request = urllib.request.Request(delivery.address, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _opener.open(request, timeout=self.timeout) as response:
                 response.read(65536)
                 status = response.status
         except urllib.error.HTTPError as exc:
@@ -204,7 +213,13 @@ class InboxChannel:
             # Communication; the keys are locked in one sorted statement so two batches never deadlock.
             _lock_all(session, sorted(service.conditional_lock_key("Communication", _criteria(d))
                                       for d in deliveries))
+            # If-None-Exist for the whole batch in one search (identifier=k1,k2,...) under those locks, instead of
+            # one search per Communication: the same guarantee for a third of the cost.
+            existing = _existing_keys(session, [d.idempotency_key for d in deliveries])
             for delivery in deliveries:
+                if delivery.idempotency_key in existing:
+                    errors.append(None)  # sent before (by this worker or one that lost its lease)
+                    continue
                 if deadline is not None and time.monotonic() > deadline:
                     errors.append(Skipped())
                     continue
@@ -213,9 +228,9 @@ class InboxChannel:
                     validate_resource(resource, expected_type="Communication")
                     if isolate:
                         with session.begin_nested():
-                            service.create_in(session, resource=resource, criteria=_criteria(delivery))
+                            service.create_in(session, resource=resource)
                     else:
-                        service.create_in(session, resource=resource, criteria=_criteria(delivery))
+                        service.create_in(session, resource=resource)
                 except Exception as exc:  # noqa: BLE001 - this delivery fails, the others go on
                     if not isolate:
                         raise _Retry() from exc
@@ -227,6 +242,21 @@ class InboxChannel:
 
 class _Retry(Exception):
     """One delivery of an unisolated batch failed: run the batch again with a savepoint per delivery."""
+
+
+def _existing_keys(session, keys: list[str]) -> set[str]:
+    """Return the idempotency keys among keys that already have their inbox Communication."""
+    from careplan.search import query as search_query
+
+    if not keys:
+        return set()
+    value = ",".join(f"{IDENTIFIER_SYSTEM}|{key}" for key in keys)
+    found = set()
+    for row in search_query.matching_rows(session, "Communication", search_query.parse([("identifier", value)])):
+        for identifier in (row.content or {}).get("identifier", []):
+            if identifier.get("system") == IDENTIFIER_SYSTEM:
+                found.add(identifier.get("value"))
+    return found & set(keys)
 
 
 def _lock_all(session, names: list[str]) -> None:

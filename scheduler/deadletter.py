@@ -30,7 +30,7 @@ def count_dead(db: Database) -> int:
 
 
 def requeue(db: Database, *, ids: Iterable[int] | None, now: datetime | None = None) -> int:
-    """Put dead deliveries back to pending with a fresh retry window; ids=None means every dead one. Return the count."""
+    """Put dead deliveries back to pending with a fresh retry window (ids=None: every dead one); return the count."""
     statement = (update(Delivery).where(Delivery.state == "dead")
                  .values(state="pending", attempts=0, next_attempt_at=now or utcnow(), first_attempt_at=None,
                          lease_holder=None, lease_expires_at=None)

@@ -1,4 +1,4 @@
-"""Send outbox deliveries: claim under a lease, send outside the claim transaction, record only while the lease holds."""
+"""Send outbox deliveries: claim under a lease, send outside the claim transaction, record while the lease holds."""
 
 from __future__ import annotations
 

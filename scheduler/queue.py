@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from careplan.db import Database
@@ -70,11 +71,23 @@ def expand(db: Database, *, reminders: Sequence[Reminder], holder: str, now: dat
     Only reminders whose lease holder still holds are marked sent; deliveries are inserted if absent (their
     idempotency key is unique), so a reminder expanded twice after a lost lease still has one delivery per channel.
     """
-    result = Expanded()
     if not reminders:
-        return result
+        return Expanded()
     render = render or default_render()
     ids = [reminder.id for reminder in reminders]
+    try:
+        # The common case in few round trips: no savepoint per reminder.
+        return _expand(db, ids, holder=holder, now=now, render=render, isolate=False)
+    except _Retry:
+        return _expand(db, ids, holder=holder, now=now, render=render, isolate=True)
+
+
+class _Retry(Exception):
+    """A render failed inside the database: run the batch again with a savepoint per reminder."""
+
+
+def _expand(db: Database, ids: list[int], *, holder: str, now: datetime, render: Render, isolate: bool) -> Expanded:
+    result = Expanded()
     with db.writing() as session:
         rows = {r.id: r for r in session.scalars(
             select(Reminder).where(Reminder.id.in_(ids), Reminder.state == "claimed",
@@ -84,8 +97,16 @@ def expand(db: Database, *, reminders: Sequence[Reminder], holder: str, now: dat
         payloads: dict[int, dict] = {}
         for reminder_id, reminder in rows.items():
             try:
-                with session.begin_nested():
+                if isolate:
+                    with session.begin_nested():
+                        payloads[reminder_id] = render(session, reminder)
+                else:
                     payloads[reminder_id] = render(session, reminder)
+            except DBAPIError as exc:
+                if not isolate:
+                    raise _Retry() from exc  # the transaction may be unusable now
+                result.failed += 1
+                log.warning("reminder %s could not be rendered: %s", reminder_id, type(exc).__name__)
             except Exception as exc:  # noqa: BLE001 - one bad reminder must not hold back the rest
                 # Left claimed: the lease expires and a later tick tries again. No patient data in the log.
                 result.failed += 1
@@ -113,7 +134,8 @@ def expand(db: Database, *, reminders: Sequence[Reminder], holder: str, now: dat
 
 def delivery_key(reminder_id: int, channel: str, channel_id: int | None) -> str:
     """Return the idempotency key of a reminder's delivery on one channel (one address)."""
-    return f"reminder-{reminder_id}-{channel}" if channel_id is None else f"reminder-{reminder_id}-{channel}-{channel_id}"
+    suffix = "" if channel_id is None else f"-{channel_id}"
+    return f"reminder-{reminder_id}-{channel}{suffix}"
 
 
 def _delivery_row(reminder: Reminder, channel: str, channel_id: int | None, payload: dict, now: datetime) -> dict:

@@ -78,7 +78,7 @@ def tick(db: Database, *, now: datetime | None = None, holder: str | None = None
     for _ in range(MAX_BATCHES):
         if stop is not None and stop.is_set():
             break
-        claimed = expanded = 0
+        claimed = dispatched = 0
         try:
             reminders = queue.claim_due(db, holder=holder, now=now or utcnow(), limit=limit, lease=lease)
             claimed = len(reminders)
@@ -92,14 +92,14 @@ def tick(db: Database, *, now: datetime | None = None, holder: str | None = None
             _error(summary, "reminders", exc)
         try:
             done = dispatching.dispatch(db, holder=holder, channels=channels, settings=settings, now=now, limit=limit)
-            expanded = done.claimed
+            dispatched = done.claimed
             summary.delivered += done.delivered
             summary.retrying += done.retrying
             summary.dead += done.dead
             summary.lost += done.lost
         except Exception as exc:  # noqa: BLE001
             _error(summary, "deliveries", exc)
-        if claimed < limit and expanded < limit:
+        if claimed < limit and dispatched < limit:
             break
     return summary
 

@@ -135,6 +135,8 @@ class Receiver:
                     receiver.requests.append(Received(self.path, dict(self.headers.items()), body))
                     status = receiver.status
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/elsewhere")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -103,6 +103,15 @@ def test_an_error_status_is_a_failure_and_the_retry_carries_the_same_key(databas
     assert len(keys) == 2 and len(set(keys)) == 1
 
 
+def test_a_redirect_is_a_failure_not_a_delivery(database, settings, receiver):
+    add_reminders(database, 1)
+    add_channel(database, address=receiver.url)
+    receiver.status = 302
+    _tick(database, settings)
+    assert (_webhook(database).state, _webhook(database).last_error) == ("pending", "webhook answered HTTP 302")
+    assert [r.path for r in receiver.requests] == ["/hooks/careplan"]  # not followed
+
+
 def test_a_result_is_not_recorded_once_another_worker_holds_the_lease(database, settings, receiver):
     add_reminders(database, 1)
     add_channel(database, address=receiver.url)

@@ -108,3 +108,41 @@ def _wait_for(condition, *, timeout: float = 15.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def _serve(database_url, *extra):
+    from tests.scheduler.conftest import free_port
+
+    env = {**os.environ, "CAREPLAN_DATABASE_URL": database_url, "CAREPLAN_SCHEDULER_INTERVAL_SECONDS": "0.5"}
+    return subprocess.Popen([sys.executable, "-m", "careplan.cli", "serve", "--port", str(free_port()),
+                             "--workers", "1", "--threads", "1", *extra], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _stop(process) -> str:
+    process.send_signal(signal.SIGTERM)
+    try:
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return output
+
+
+def test_careplan_serve_runs_the_scheduler_unless_told_not_to(database, database_url):
+    add_reminders(database, 2, due_at=utcnow() - timedelta(minutes=1))
+    quiet = _serve(database_url, "--no-scheduler")
+    try:
+        time.sleep(4)  # several intervals: nothing may be sent
+        assert count(database, Reminder, state="scheduled", kind="follow-up") == 2
+    finally:
+        output = _stop(quiet)
+    assert "reminder scheduler on" not in output
+
+    server = _serve(database_url)
+    try:
+        _wait_for(lambda: count(database, Reminder, state="sent", kind="follow-up") == 2, timeout=30)
+    finally:
+        output = _stop(server)
+    assert "reminder scheduler on" in output
+    assert server.returncode == 0, output
