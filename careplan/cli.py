@@ -90,7 +90,7 @@ def clients_group() -> None:
 
 @clients_group.command("create")
 @click.option("--name", required=True, help="Who the client is, e.g. the agency or system name.")
-@click.option("--role", required=True, type=click.Choice(["admin", "coordinator", "partner", "ehr"]))
+@click.option("--role", required=True, type=click.Choice(["admin", "coordinator", "partner", "ehr", "lead"]))
 @click.option("--organization", default=None, help="Organization/<id> the client acts for (partners need one).")
 @click.option("--scopes", multiple=True, help="SMART scopes, space- or comma-separated, e.g. 'system/CarePlan.rs' "
               "(repeatable) [default: by role].")

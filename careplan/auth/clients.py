@@ -44,6 +44,11 @@ DEFAULT_SCOPES: dict[str, str] = {
     "coordinator": "system/*.cruds",
     "ehr": "system/*.cruds",
     "partner": "system/Task.rus system/ServiceRequest.rs system/Patient.rs system/Communication.crus",
+    # A programme lead reads measures and the directory they are about; the policy hides every patient from it.
+    "lead": "system/Measure.rs system/MeasureReport.rs system/Organization.rs system/HealthcareService.rs "
+            "system/Location.rs system/Practitioner.rs system/PractitionerRole.rs system/PlanDefinition.rs "
+            "system/ActivityDefinition.rs system/Questionnaire.rs system/CodeSystem.rs system/ValueSet.rs "
+            "system/StructureDefinition.rs",
 }
 _PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 

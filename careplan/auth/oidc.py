@@ -54,7 +54,7 @@ class OidcIssuer:
     role_map: Mapping[str, str] = field(default_factory=dict)  # issuer's value -> careplan role
     organization: str | None = None  # every person from this issuer acts for this organisation
     # An organisation's identity provider should not be able to make its users careplan administrators.
-    allowed_roles: tuple[str, ...] = ("coordinator", "partner")
+    allowed_roles: tuple[str, ...] = ("coordinator", "partner", "lead")
     jwks_cache_seconds: int = 300
     jwks_min_refetch_seconds: int = 30
 

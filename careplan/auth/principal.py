@@ -9,8 +9,9 @@ from datetime import datetime
 from careplan.auth.scopes import Need, ScopeSet, missing
 
 # admin: runs the service; coordinator: staff of a care-coordination organisation; partner: an agency acting on
-# referrals; ehr: a clinical system synchronising records.
-ROLES: tuple[str, ...] = ("admin", "coordinator", "partner", "ehr")
+# referrals; ehr: a clinical system synchronising records; lead: a programme lead who reads the measures (aggregates
+# only, no patient data).
+ROLES: tuple[str, ...] = ("admin", "coordinator", "partner", "ehr", "lead")
 ORGANIZATION_REFERENCE = re.compile(r"^Organization/[A-Za-z0-9\-.]{1,64}$")
 
 

@@ -13,7 +13,7 @@ def test_issuers_parse_with_defaults():
     (issuer,) = parse_issuers(json.dumps([{"issuer": "https://idp.example.org/realms/agency",
                                            "audience": ["careplan", "account"]}]))
     assert issuer.audience == ("careplan", "account")
-    assert issuer.allowed_roles == ("coordinator", "partner")  # an organisation's IdP makes no admins by default
+    assert issuer.allowed_roles == ("coordinator", "partner", "lead")  # an organisation's IdP makes no admins by default
     assert issuer.role_claim == "careplan_role" and issuer.scopes_claim == "scope"
     assert parse_issuers("") == () and parse_issuers(None) == ()
 
