@@ -12,7 +12,8 @@ at 100k versus 1M scheduled reminders.
 2. Due scan. The reminder table is grown to 100k and then 1M rows (nearly all scheduled in the future, a fixed 1,000
    due, and as many already sent), and the claim of one batch is timed (in a transaction that is rolled back, so every
    repeat sees the same rows). The scan is index-driven (partial index on due_at over open rows) when the 1M/100k
-   ratio stays near 1.
+   ratio stays near 1. The digest pass's search for recipients (``careplan.reminders.rules.digest_recipients``) is
+   timed on the same table against the former read of every not-done reminder.
 
 Data goes into a database of its own (careplan_bench_reminders, created and dropped here).
 
@@ -109,6 +110,21 @@ def throughput(database: Database, settings, count: int) -> dict[str, float]:
         done += queue.expand(database, reminders=claimed, holder="bench", now=utcnow()).sent
     results["claim + expand (render, outbox rows)"] = done / (time.perf_counter() - began)
 
+    # The same with a render per reminder that shares nothing across the batch (how expand rendered before).
+    from careplan.reminders import messages
+
+    clear(database)
+    add_due(database, count, prefix="uncached|")
+    began = time.perf_counter()
+    done = 0
+    while True:
+        claimed = queue.claim_due(database, holder="bench", now=utcnow(), limit=BATCH, lease=lease)
+        if not claimed:
+            break
+        done += queue.expand(database, reminders=claimed, holder="bench", now=utcnow(),
+                             render=lambda session, reminder: messages.render(session, reminder)).sent
+    results["claim + expand, no per-batch lookups"] = done / (time.perf_counter() - began)
+
     clear(database)
     add_due(database, count, prefix="tick|")
     began = time.perf_counter()
@@ -155,6 +171,28 @@ def scan(database: Database, repeats: int) -> dict[str, float]:
     timings.sort()
     return {"p50": statistics.median(timings), "p95": timings[int(len(timings) * 0.95) - 1],
             "index": "ix_reminder_due" in plan, "seq": "Seq Scan on reminder" in plan, "plan": plan}
+
+
+def digest_scan(database: Database, repeats: int) -> dict[str, float]:
+    """Time the digest pass's search for recipients, the index-driven one against the former full read (ms p50)."""
+    from sqlalchemy import select
+
+    from careplan.reminders import rules
+    from careplan.reminders.models import Reminder
+
+    former = select(Reminder.recipient).where(Reminder.kind.in_(rules.DIGEST_KINDS), Reminder.state != "cancelled",
+                                              Reminder.done_at.is_(None)).distinct()
+    results = {}
+    for name, find in (("index-driven", lambda session: rules.digest_recipients(session, utcnow())),
+                       ("former full read", lambda session: sorted(set(session.scalars(former))))):
+        timings = []
+        for _ in range(repeats):
+            with database.reading() as session:
+                began = time.perf_counter()
+                find(session)
+                timings.append((time.perf_counter() - began) * 1000)
+        results[name] = statistics.median(timings)
+    return results
 
 
 def main() -> int:
@@ -211,6 +249,7 @@ def main() -> int:
                 connection.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE reminder"))
             print(f"grew to {size:,} reminders in {time.perf_counter() - began:.0f} s", flush=True)
             results[size] = scan(database, args.repeats)
+            results[size]["digest"] = digest_scan(database, max(5, args.repeats // 10))
             print(f"measured at {size:,}; load average {os.getloadavg()[0]:.1f}", flush=True)
         first = steps[0]
         print(f"{'due scan (claim of one batch of 200)':<40}" + "".join(
@@ -220,6 +259,11 @@ def main() -> int:
         plan = " / ".join("partial index" if r["index"] and not r["seq"] else "SEQUENTIAL SCAN"
                           for r in results.values())
         print(f"{'':<40}{cells}{ratio:>8.2f}  {plan}")
+        print(f"{'digest recipients (p50 ms)':<40}" + "".join(f"{f'@{s:,}':>24}" for s in steps) + f"{'ratio':>8}")
+        for name in results[first]["digest"]:
+            cells = "".join(f"{results[s]['digest'][name]:>24.2f}" for s in steps)
+            ratio = results[steps[-1]]["digest"][name] / results[first]["digest"][name]
+            print(f"{name:<40}{cells}{ratio:>8.2f}")
         print(f"plan at {steps[-1]:,}:\n{results[steps[-1]]['plan']}")
     finally:
         server.shutdown()

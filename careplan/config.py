@@ -47,6 +47,7 @@ class Settings:
     smtp_password: str | None = None
     smtp_starttls: bool = False
     smtp_from: str = "careplan@localhost"
+    smtp_ca_file: str | None = None  # PEM file of CAs to trust for STARTTLS (else the system's)
     # Reminder rules (careplan.reminders.policy), per practice tier in the order recommended, promising, emerging.
     reminder_lead_days: tuple[float, float, float] = (2.0, 1.0, 0.0)  # remind this many days before due
     reminder_escalate_after: tuple[int, int, int] = (1, 2, 3)  # missed days before the coordinator is told
@@ -98,6 +99,7 @@ def from_env(environ: os._Environ | dict | None = None) -> Settings:
         smtp_password=(env.get("CAREPLAN_SMTP_PASSWORD") or None),
         smtp_starttls=env.get("CAREPLAN_SMTP_STARTTLS", "").lower() in {"1", "true", "yes"},
         smtp_from=(env.get("CAREPLAN_SMTP_FROM") or "careplan@localhost"),
+        smtp_ca_file=(env.get("CAREPLAN_SMTP_CA_FILE") or None),
         reminder_lead_days=tuple(_days(env, f"CAREPLAN_REMINDER_LEAD_DAYS_{tier}", default) for tier, default in (
             ("RECOMMENDED", 2.0), ("PROMISING", 1.0), ("EMERGING", 0.0))),
         reminder_escalate_after=tuple(_int(env, f"CAREPLAN_REMINDER_ESCALATE_AFTER_MISSES_{tier}", default)

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import smtplib
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -134,9 +135,15 @@ class EmailChannel:
     """Send the message by SMTP (standard library); the body holds the text and links, never a patient's name."""
 
     def __init__(self, *, host: str | None, port: int = 25, username: str | None = None, password: str | None = None,
-                 starttls: bool = False, sender: str = "careplan@localhost", timeout: float = 30.0):
+                 starttls: bool = False, sender: str = "careplan@localhost", timeout: float = 30.0,
+                 ca_file: str | None = None):
         self.host, self.port, self.username, self.password = host, port, username, password
-        self.starttls, self.sender, self.timeout = starttls, sender, timeout
+        self.starttls, self.sender, self.timeout, self.ca_file = starttls, sender, timeout, ca_file
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Return the STARTTLS context: certificate and host name verified, against ca_file or the system's CAs."""
+        # smtplib's own default context verifies nothing; a reminder must not go to whoever sits on the path.
+        return ssl.create_default_context(cafile=self.ca_file)
 
     def send(self, delivery: Outgoing) -> None:
         if not self.host:
@@ -154,7 +161,7 @@ class EmailChannel:
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
                 if self.starttls:
-                    smtp.starttls()
+                    smtp.starttls(context=self.tls_context())
                 if self.username:
                     smtp.login(self.username, self.password or "")
                 smtp.send_message(message)

@@ -94,6 +94,7 @@ def _expand(db: Database, ids: list[int], *, holder: str, now: datetime, render:
                                    Reminder.lease_holder == holder))}
         result.lost = len(ids) - len(rows)
         channels = _active_channels(session, {r.recipient for r in rows.values()})
+        render = _per_batch(render)
         payloads: dict[int, dict] = {}
         for reminder_id, reminder in rows.items():
             try:
@@ -161,14 +162,12 @@ def insert_if_absent(session: Session, rows: list[dict]) -> int:
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    # One multi-row statement per batch: round trips, not rows, are what a busy database charges for.
-    inserted = 0
-    for start in range(0, len(rows), 500):  # under SQLite's limit of bound parameters per statement
-        statement = (insert(Delivery.__table__).values(rows[start:start + 500])
-                     .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                     .returning(Delivery.__table__.c.id))
-        inserted += len(session.execute(statement).all())
-    return inserted
+    # An executemany: SQLAlchemy's "insertmanyvalues" sends multi-row batches (round trips, not rows, are what a
+    # busy database charges for) from one cached statement; a .values(rows) statement was compiled anew per batch,
+    # which cost more than the insert itself.
+    statement = (insert(Delivery.__table__).on_conflict_do_nothing(index_elements=["idempotency_key"])
+                 .returning(Delivery.__table__.c.id))
+    return len(session.execute(statement, rows).all())
 
 
 def _active_channels(session: Session, recipients: set[str]) -> dict[str, list[RecipientChannel]]:
@@ -181,6 +180,15 @@ def _active_channels(session: Session, recipients: set[str]) -> dict[str, list[R
                                    .order_by(RecipientChannel.id)):
         channels.setdefault(channel.recipient, []).append(channel)
     return channels
+
+
+def _per_batch(render: Render) -> Render:
+    # The rules' renderer looks up each recipient's time zone and each practice once per batch, not per reminder.
+    try:
+        from careplan.reminders import messages
+    except ImportError:
+        return render
+    return messages.BatchRenderer() if render is messages.render else render
 
 
 def default_render() -> Render:

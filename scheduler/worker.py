@@ -50,7 +50,8 @@ def default_channels(db: Database, settings: Settings) -> dict[str, Channel]:
         "webhook": WebhookChannel(timeout=settings.webhook_timeout_seconds),
         "email": EmailChannel(host=settings.smtp_host, port=settings.smtp_port, username=settings.smtp_username,
                               password=settings.smtp_password, starttls=settings.smtp_starttls,
-                              sender=settings.smtp_from, timeout=max(settings.webhook_timeout_seconds, 30.0)),
+                              sender=settings.smtp_from, timeout=max(settings.webhook_timeout_seconds, 30.0),
+                              ca_file=getattr(settings, "smtp_ca_file", None)),
     }
 
 

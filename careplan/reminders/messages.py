@@ -27,39 +27,75 @@ SUBJECTS = {
     "referral-contact": "Referral accepted: first contact with the client due",
     "referral-escalation": "Referral not answered in time",
     "referral-closed": "Referral closed",
+    "follow-up-escalation": "Follow-up missed repeatedly",
     "digest": "Your daily summary",
 }
 NO_PRACTICE = "no practice"
-LISTED_KINDS = ("follow-up", "goal-review", "plan-review", "referral-response", "referral-contact",
-                "referral-escalation")
+LISTED_KINDS = ("follow-up", "follow-up-escalation", "goal-review", "plan-review", "referral-response",
+                "referral-contact", "referral-escalation")
 
 
-def render(session: Session, reminder: Reminder, *, now: datetime | None = None) -> dict:
-    """Return the message of a reminder: {"subject", "text", "data"}."""
+class BatchRenderer:
+    """Render the reminders of one batch, looking up each recipient's time zone and each practice's title once."""
+
+    def __init__(self, *, now: datetime | None = None):
+        self.now = now
+        self._zones: dict[str, object] = {}
+        self._titles: dict[str, str | None] = {}
+
+    def __call__(self, session: Session, reminder: Reminder) -> dict:
+        return render(session, reminder, now=self.now, cache=self)
+
+    def zone(self, session: Session, recipient: str):
+        """Return the recipient's time zone (looked up once per batch)."""
+        if recipient not in self._zones:
+            self._zones[recipient] = _zone_of(session, recipient)
+        return self._zones[recipient]
+
+    def title(self, session: Session, canonical: str | None) -> str | None:
+        """Return a practice's title (looked up once per batch)."""
+        if canonical not in self._titles:
+            self._titles[canonical] = _practice_title(session, canonical)
+        return self._titles[canonical]
+
+
+def render(session: Session, reminder: Reminder, *, now: datetime | None = None,
+           cache: BatchRenderer | None = None) -> dict:
+    """Return the message of a reminder: {"subject", "text", "data"}; cache shares lookups across a batch."""
     if reminder.kind == "digest":
         return _digest(session, reminder, now=timing.utc(now or utcnow()))
-    from careplan.reminders.rules import preferences_of
-
     payload = reminder.payload or {}
-    zone = preferences_of(session, reminder.recipient).zone  # the time as the recipient reads their clock
+    # The time as the recipient reads their clock.
+    zone = cache.zone(session, reminder.recipient) if cache else _zone_of(session, reminder.recipient)
     lines = [f"{SUBJECTS.get(reminder.kind, 'Reminder')}: {_about(reminder)}."]
     due = payload.get("due")
     if due:
         lines.append(f"Due: {_local(due, zone)}.")
     if reminder.tier or payload.get("practice"):
-        lines.append(f"Practice: {_practice_title(session, payload.get('practice')) or 'not named'}"
+        title = cache.title(session, payload.get("practice")) if cache else _practice_title(
+            session, payload.get("practice"))
+        lines.append(f"Practice: {title or 'not named'}"
                      f" ({reminder.tier or NO_PRACTICE}).")
     if reminder.patient:
         lines.append(f"Client: {reminder.patient} (open careplan to see who this is).")
     if reminder.kind == "referral-escalation" and payload.get("misses"):
         lines.append(f"The partner has not answered {payload['misses']} business day(s) after the response was due.")
+    if reminder.kind == "follow-up-escalation" and payload.get("misses"):
+        lines.append(f"The follow-up by {payload.get('follow_up_recipient') or 'its performer'} has been missed "
+                     f"{payload['misses']} time(s) in a row (not done by its due moment).")
     subject = f"{SUBJECTS.get(reminder.kind, 'Reminder')}: {_about(reminder)}"
     return {"subject": subject[:200], "text": "\n".join(lines), "data": _data(reminder)}
 
 
+def _zone_of(session: Session, recipient: str):
+    from careplan.reminders.rules import preferences_of
+
+    return preferences_of(session, recipient).zone
+
+
 def _about(reminder: Reminder) -> str:
     payload = reminder.payload or {}
-    if reminder.kind == "follow-up":
+    if reminder.kind in ("follow-up", "follow-up-escalation"):
         return f"{payload.get('care_plan') or reminder.source.split('#')[0]} activity {payload.get('activity', '')}"
     return reminder.source
 

@@ -15,6 +15,7 @@ DELIVERY_STATES = ("pending", "claimed", "delivered", "dead")
 DELIVERY_OPEN = ("pending", "claimed")
 CHANNELS = ("inbox", "webhook", "email")
 EXTERNAL_CHANNELS = ("webhook", "email")
+OVERDUE_WHERE = "state = 'sent' AND done_at IS NULL AND kind <> 'digest'"
 
 
 class Reminder(Base):
@@ -43,6 +44,9 @@ class Reminder(Base):
         Index("ix_reminder_due", "due_at",
               postgresql_where=text("state IN ('scheduled', 'claimed')")).ddl_if(dialect="postgresql"),
         Index("ix_reminder_state_due_at", "state", "due_at").ddl_if(dialect="sqlite"),
+        # The digest's recipients with overdue items: sent, not done, not a digest. Done history stays out of it.
+        Index("ix_reminder_overdue", "recipient", "kind",
+              postgresql_where=text(OVERDUE_WHERE), sqlite_where=text(OVERDUE_WHERE)),
     )
 
 

@@ -18,6 +18,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -25,7 +26,7 @@ from careplan.models import Resource, utcnow
 from careplan.practices import catalogue, profiles, tiers
 from careplan.reminders import policy as reminder_policy
 from careplan.reminders import timing
-from careplan.reminders.models import Reminder, RecipientPreference
+from careplan.reminders.models import OVERDUE_WHERE, REMINDER_OPEN, RecipientPreference, Reminder
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ TIMEZONE_EXTENSION = "https://careplan.example.org/fhir/StructureDefinition/time
 ACTIVITY_ID_EXTENSION = "https://careplan.example.org/fhir/StructureDefinition/activity-id"
 REVIEW_INTERVAL_EXTENSION = "https://careplan.example.org/fhir/StructureDefinition/review-interval"
 CONTACTED_BUSINESS_STATUS = "client-contacted"
-FOLLOW_UP_KINDS = ("follow-up", "plan-review")
+FOLLOW_UP_KINDS = ("follow-up", "follow-up-escalation", "plan-review")
+ACTIVITY_KINDS = ("follow-up", "follow-up-escalation")
 REFERRAL_KINDS = ("referral-response", "referral-escalation", "referral-contact")
 _DURATION_DAYS = {"d": 1, "wk": 7, "mo": 30, "a": 365}
 PERIODIC_PASS_INTERVAL = timedelta(seconds=60)
@@ -205,7 +207,7 @@ def _sync_care_plan(run: _Sync, plan_id: str, plan: dict | None) -> None:
             continue
         activity_key = str(activity.get("id") or index)[:64]  # keeps the key within its column
         source = f"{reference}#{activity_key}"
-        mine = [r for r in existing if r.source == source and r.kind == "follow-up"]
+        mine = [r for r in existing if r.source == source and r.kind in ACTIVITY_KINDS]
         detail = activity.get("detail") if isinstance(activity.get("detail"), dict) else {}
         recipient = (_performer(detail) or coordinator) if live else None
         # A date without a time (a start date) is read in the recipient's own time zone.
@@ -231,8 +233,8 @@ def _sync_care_plan(run: _Sync, plan_id: str, plan: dict | None) -> None:
         if notes:
             baseline, label = notes[-1], _stamp(notes[-1])
         else:
-            baseline, label = _activity_start(detail, plan, prefs_zone) or _known_baseline(mine) or (
-                run.now, _stamp(run.now))
+            baseline, label = _activity_start(detail, plan, prefs_zone) or _known_baseline(
+                [r for r in mine if r.kind == "follow-up"]) or (run.now, _stamp(run.now))
         canonical = (detail.get("instantiatesCanonical") or [None])[0]
         tier = run.tier(canonical)
         prefs = run.preferences(recipient)
@@ -243,6 +245,10 @@ def _sync_care_plan(run: _Sync, plan_id: str, plan: dict | None) -> None:
             payload={"care_plan": reference, "activity": activity_key, "practice": canonical,
                      "baseline": _iso(baseline), "baseline_key": label, "due": _iso(due_moment),
                      "cadence_days": every, "coordinator": coordinator}))
+        escalation = _follow_up_escalation(run, plan, source, recipient, coordinator, patient, tier, canonical,
+                                           baseline, label, every, mine)
+        if escalation is not None:
+            wanted.append(escalation)
     if live and plan.get("status") == "active" and coordinator:
         review = _plan_review(run, reference, plan, coordinator, patient, existing)
         if review is not None:
@@ -296,6 +302,53 @@ def _plan_review(run: _Sync, reference: str, plan: dict, coordinator: str, patie
                   payload={"care_plan": reference, "baseline": _iso(start), "baseline_key": label,
                            "due": _iso(due_moment),
                            "every_days": every, "coordinator": coordinator})
+
+
+def _follow_up_escalation(run: _Sync, plan: dict, source: str, recipient: str, coordinator: str | None,
+                          patient: str | None, tier: str | None, canonical: str | None, baseline: datetime,
+                          label: str, every: float, mine: list[Reminder]) -> Wanted | None:
+    """Return the escalation due when the activity's follow-up has been missed the tier's number of times in a row.
+
+    Misses are counted in cadence periods: each due moment that passes without a progress note is one, and so is
+    each earlier follow-up of the activity done late (its note after its due moment), back to the last one done on
+    time. The row is scheduled ahead, at the due moment of the Nth miss, so the queue's due scan (an index) detects
+    the miss; a note or a closed activity moves or cancels it in the same transaction, and its key (the baseline)
+    never duplicates it.
+    """
+    target = _escalation_recipient(plan, recipient, coordinator)
+    if target is None:
+        return None
+    late = 0
+    sent = sorted((r for r in mine if r.kind == "follow-up" and r.state == "sent" and (r.payload or {}).get("due")
+                   and (r.payload or {}).get("baseline_key") != label), key=lambda r: r.payload["due"], reverse=True)
+    for row in sent:
+        if row.done_at is None or timing.utc(row.done_at) <= timing.utc(datetime.fromisoformat(row.payload["due"])):
+            break
+        late += 1
+    misses = run.policy.misses(tier)
+    periods = max(1, misses - late)
+    prefs = run.preferences(target)
+    moment = timing.add_days(baseline, every * periods, tz=prefs.zone)
+    activity_key = source.split("#", 1)[1]
+    return Wanted(key=f"follow-up-escalation|{source.split('#', 1)[0]}|{activity_key}|{label}",
+                  kind="follow-up-escalation", source=source, recipient=target, patient=patient, tier=tier,
+                  due_at=timing.out_of_quiet_hours(moment, tz=prefs.zone, start=prefs.quiet_start,
+                                                   end=prefs.quiet_end),
+                  payload={"care_plan": source.split("#", 1)[0], "activity": activity_key, "practice": canonical,
+                           "baseline": _iso(baseline), "baseline_key": label, "due": _iso(moment),
+                           "misses": late + periods, "follow_up_recipient": recipient, "coordinator": coordinator})
+
+
+def _escalation_recipient(plan: dict, recipient: str, coordinator: str | None) -> str | None:
+    # The coordinator hears of a performer's missed follow-ups; when the coordinator is the one missing them, the
+    # plan's author (if someone else) does; with nobody else on record it still goes to the coordinator, as a
+    # louder message than the digest's overdue line.
+    if coordinator and coordinator != recipient:
+        return coordinator
+    author = ((plan or {}).get("author") or {}).get("reference")
+    if isinstance(author, str) and author.startswith(DIRECT_RECIPIENTS) and author != recipient:
+        return author
+    return coordinator or recipient
 
 
 def _mark_done_by_notes(rows: list[Reminder], notes: list[datetime]) -> None:
@@ -578,10 +631,28 @@ def _env_int(name: str, default: int) -> int:
 # -- digests and roll-forward -------------------------------------------------------------------------------------
 
 
+DIGEST_KINDS = ("follow-up", "follow-up-escalation", "goal-review", "plan-review", *REFERRAL_KINDS)
+DIGEST_HORIZON = timedelta(hours=26)  # a recipient's local day ends within 25 h (a DST day) of any moment
+
+
+def digest_recipients(session: Session, now: datetime) -> list[str]:
+    """Return the recipients with something for today's digest: open reminders due by the end of their day, or
+    sent ones not yet done (overdue).
+
+    Both reads are index-driven, so the pass stays flat as history grows: open rows through the due index bounded
+    by the horizon, sent and not-done ones through ``ix_reminder_overdue`` (a partial index that done history
+    leaves). A recipient whose reminders all fall due later gets no digest (there would be nothing in it).
+    """
+    due_soon = select(Reminder.recipient).where(
+        Reminder.state.in_(REMINDER_OPEN), Reminder.due_at <= timing.utc(now) + DIGEST_HORIZON,
+        Reminder.kind.in_(DIGEST_KINDS), Reminder.done_at.is_(None))
+    # The predicates repeat ix_reminder_overdue's WHERE clause word for word, so the planner can use it.
+    overdue = select(Reminder.recipient).where(sql_text(OVERDUE_WHERE), Reminder.kind.in_(DIGEST_KINDS))
+    return sorted(set(session.scalars(due_soon.distinct())) | set(session.scalars(overdue.distinct())))
+
+
 def _schedule_digests(session: Session, now: datetime) -> int:
-    recipients = sorted(set(session.scalars(select(Reminder.recipient).where(
-        Reminder.kind.in_(("follow-up", "goal-review", "plan-review", *REFERRAL_KINDS)),
-        Reminder.state != "cancelled", Reminder.done_at.is_(None)).distinct())))
+    recipients = digest_recipients(session, now)
     policy = reminder_policy.current()
     stored = {}
     for chunk in _chunks(recipients, 500):  # a few queries per tick, however many recipients

@@ -48,11 +48,12 @@ def test_pages_keep_the_tier_order_and_never_repeat(client, planned):
         url = body["next"]
     whole = [(g["label"], i["id"]) for g in client.get("/api/v1/reminders?limit=100").get_json()["groups"]
              for i in g["items"]]
-    assert seen == whole and len(whole) == 5
+    assert seen == whole and len(whole) == 8  # 3 follow-ups, their 3 escalations, a plan review, a goal review
 
 
 def test_filters_by_tier_kind_recipient_and_due_window(client, planned):
-    assert [i["tier"] for i in flat(client.get("/api/v1/reminders?tier=recommended").get_json())] == ["recommended"]
+    assert [i["kind"] for i in flat(client.get("/api/v1/reminders?tier=recommended").get_json())] == [
+        "follow-up", "follow-up-escalation"]
     assert {i["kind"] for i in flat(client.get("/api/v1/reminders?tier=none").get_json())} == {
         "plan-review", "goal-review"}
     assert [i["kind"] for i in flat(client.get("/api/v1/reminders?kind=goal-review").get_json())] == ["goal-review"]
@@ -76,7 +77,7 @@ def test_bad_filters_answer_a_json_4xx(client, planned, query):
 def test_coordinators_see_their_own_and_their_patients_reminders_partners_their_agencys(app, client, planned):
     mine = flat(client.get("/api/v1/reminders", headers=bearer(app, "coordinator", "coord-1")).get_json())
     # The peer worker's recommended follow-up is about a patient coord-1 coordinates: visible to them too.
-    assert {i["recipient"] for i in mine} == {COORDINATOR, PERFORMER} and len(mine) == 5
+    assert {i["recipient"] for i in mine} == {COORDINATOR, PERFORMER} and len(mine) == 8
     other = client.get("/api/v1/reminders", headers=bearer(app, "coordinator", "coord-2"))
     assert other.status_code == 200 and flat(other.get_json()) == []
     peer = flat(client.get("/api/v1/reminders", headers=bearer(app, "coordinator", "peer-1")).get_json())

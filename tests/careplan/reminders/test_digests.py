@@ -24,9 +24,11 @@ def test_a_digest_lists_due_and_overdue_follow_ups_by_tier_without_names(client,
         message = messages.render(session, session.get(Reminder, digest.id), now=now)
     text = message["text"]
     assert "Gagnon" not in text and "Zoë" not in text and "Gagnon" not in message["subject"]
-    # The coordinator has the promising (housing-first) and emerging (community-navigation) follow-ups.
-    assert [s["label"] for s in message["data"]["sections"]] == ["promising", "emerging"]
-    assert text.index("Promising") < text.index("Emerging")
+    # The coordinator has the promising (housing-first) and emerging (community-navigation) follow-ups, and the
+    # escalation of the peer worker's recommended (peer-support) one, missed once (due 11-16).
+    assert [s["label"] for s in message["data"]["sections"]] == ["recommended", "promising", "emerging"]
+    assert [i["kind"] for i in message["data"]["sections"][0]["items"]] == ["follow-up-escalation"]
+    assert text.index("Recommended") < text.index("Promising") < text.index("Emerging")
     assert all(item["state"] == "overdue" for s in message["data"]["sections"] for item in s["items"])
     assert f"Patient/{patient}" in text
 
@@ -83,3 +85,30 @@ def test_a_sent_plan_review_is_followed_by_the_next_one(client, database):
     keys = sorted((r.key, r.state) for r in reminders(database, kind="plan-review"))
     assert keys == [(f"plan-review|CarePlan/{plan['id']}|2027-01-31", "sent"),
                     (f"plan-review|CarePlan/{plan['id']}|2027-05-01", "scheduled")]
+
+
+def _row(key: str, recipient: str, due_at: datetime, *, state: str = "scheduled", kind: str = "follow-up",
+         done_at: datetime | None = None) -> Reminder:
+    return Reminder(key=key, kind=kind, source=f"CarePlan/x#{key}", recipient=recipient, due_at=due_at, state=state,
+                    done_at=done_at, payload={})
+
+
+def test_digests_go_to_recipients_with_something_due_today_or_overdue_not_to_history(database):
+    now = datetime(2026, 11, 20, 13, tzinfo=timezone.utc)
+    with database.writing() as session:
+        session.add_all([
+            _row("due-today", "Practitioner/today", now + timedelta(hours=6)),
+            _row("overdue", "Practitioner/overdue", now - timedelta(days=30), state="sent"),
+            _row("far", "Practitioner/later", now + timedelta(days=20)),
+            _row("done", "Practitioner/history", now - timedelta(days=30), state="sent", done_at=now),
+            _row("cancelled", "Practitioner/history", now - timedelta(days=3), state="cancelled"),
+            _row("old-digest", "Practitioner/history", now - timedelta(days=3), state="sent", kind="digest"),
+            _row("escalated", "Practitioner/lead", now - timedelta(days=1), state="sent",
+                 kind="follow-up-escalation")])
+    with database.reading() as session:
+        assert rules.digest_recipients(session, now) == [
+            "Practitioner/lead", "Practitioner/overdue", "Practitioner/today"]
+    assert rules.schedule_periodic(database, now=now) == 3
+    assert rules.schedule_periodic(database, now=now + timedelta(minutes=5)) == 0
+    assert sorted(r.recipient for r in reminders(database, kind="digest", state="scheduled")) == [
+        "Practitioner/lead", "Practitioner/overdue", "Practitioner/today"]

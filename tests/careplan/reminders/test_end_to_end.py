@@ -18,10 +18,12 @@ def test_due_reminders_and_the_digest_reach_the_inbox_without_names(app, client,
     tick(database, now=now, channels={"inbox": InboxChannel(database)})
     tick(database, now=now, channels={"inbox": InboxChannel(database)})  # a second tick sends nothing twice
     sent = {r.kind for r in reminders(database, recipient="Practitioner/coord-1", state="sent")}
-    assert sent == {"follow-up", "digest"}
+    assert sent == {"follow-up", "follow-up-escalation", "digest"}
     inbox = client.get("/api/v1/inbox?limit=100", headers=bearer(app, "coordinator", "coord-1")).get_json()["items"]
     texts = [m["text"] for m in inbox]
-    assert len(inbox) == 3  # two follow-ups (promising, emerging) and the digest
+    # Two follow-ups (promising, emerging), the escalation of the peer worker's missed one (recommended, due 11-16)
+    # and the digest.
+    assert len(inbox) == 4
     assert not any("Gagnon" in (t or "") or "Zoë" in (t or "") for t in texts)
     (digest,) = [t for t in texts if t.startswith("Daily summary")]
     assert digest.index("Promising") < digest.index("Emerging")

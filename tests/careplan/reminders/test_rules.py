@@ -77,7 +77,7 @@ def test_fhir_put_and_the_api_give_the_same_reminders_for_the_same_edits(client,
                                                                      "periodUnit": "d"}}
     assert fhir_put(client, without_meta(theirs)).status_code == 200
     rows = compare()
-    (moved,) = [r for r in rows if r.source.endswith(f"#{activity}")]
+    (moved,) = [r for r in rows if r.source.endswith(f"#{activity}") and r.kind == "follow-up"]
     assert moved.state == "scheduled" and moved.due_at == datetime(2026, 11, 28, 14, tzinfo=timezone.utc)
     # ... a progress note marks it done and schedules the next occurrence ...
     response = client.patch(f"/api/v1/care-plans/{plan['id']}/activities/{activity}",
@@ -88,7 +88,8 @@ def test_fhir_put_and_the_api_give_the_same_reminders_for_the_same_edits(client,
     theirs["activity"][1]["progress"] = [note]
     assert fhir_put(client, without_meta(theirs)).status_code == 200
     rows = compare()
-    done, following = sorted((r for r in rows if r.source.endswith(f"#{activity}")), key=lambda r: r.id)
+    done, following = sorted((r for r in rows if r.source.endswith(f"#{activity}") and r.kind == "follow-up"),
+                             key=lambda r: r.id)
     assert done.state == "cancelled" and done.done_at is not None
     assert following.state == "scheduled" and following.done_at is None and following.due_at > done.due_at
     # ... and putting the plan on hold cancels every scheduled one.
@@ -100,7 +101,7 @@ def test_fhir_put_and_the_api_give_the_same_reminders_for_the_same_edits(client,
     # Back to active revives the same occurrences rather than duplicating them.
     assert client.post(f"/api/v1/care-plans/{plan['id']}/status", json={"status": "active"}).status_code == 200
     assert len([r for r in reminders(database, state="scheduled")
-                if r.source.startswith(f"CarePlan/{plan['id']}")]) == 4
+                if r.source.startswith(f"CarePlan/{plan['id']}") and r.kind != "follow-up-escalation"]) == 4
 
 
 def test_re_saving_the_same_plan_is_idempotent(client, database, practices):
@@ -117,8 +118,10 @@ def test_completing_an_activity_marks_it_done_and_cancels_its_reminder(client, d
     activity = plan["activity"][0]["id"]
     response = client.patch(f"/api/v1/care-plans/{plan['id']}/activities/{activity}", json={"status": "completed"})
     assert response.status_code == 200, response.get_json()
-    (row,) = [r for r in reminders(database) if r.source == f"CarePlan/{plan['id']}#{activity}"]
+    (row,) = [r for r in reminders(database, kind="follow-up") if r.source == f"CarePlan/{plan['id']}#{activity}"]
     assert row.state == "cancelled" and row.done_at is not None
+    (escalation,) = reminders(database, kind="follow-up-escalation", source=f"CarePlan/{plan['id']}#{activity}")
+    assert escalation.state == "cancelled"
 
 
 def test_a_new_coordinator_on_the_care_team_takes_over_the_plans_reminders(client, database, practices):
@@ -133,7 +136,9 @@ def test_a_new_coordinator_on_the_care_team_takes_over_the_plans_reminders(clien
     # as performer of the activities it was given no performer for).
     assert [r.recipient for r in scheduled if r.kind == "plan-review"] == ["Practitioner/coord-2"]
     assert sorted(r.recipient for r in scheduled if r.kind == "follow-up") == [COORDINATOR, COORDINATOR, PERFORMER]
-    assert len(scheduled) == 4
+    # Escalations of missed follow-ups go to the coordinator, now coord-2 (coord-1 is no longer the one told).
+    assert [r.recipient for r in scheduled if r.kind == "follow-up-escalation"] == ["Practitioner/coord-2"] * 3
+    assert len(scheduled) == 7
 
 
 def test_a_failed_write_leaves_the_reminders_unchanged(client, database, practices):
@@ -223,9 +228,9 @@ def test_removing_an_activity_or_deleting_the_plan_cancels_its_reminders(client,
     activity = plan["activity"][2]["id"]
     response = client.delete(f"/api/v1/care-plans/{plan['id']}/activities/{activity}")
     assert response.status_code == 200, response.get_json()
-    (removed,) = reminders(database, source=f"CarePlan/{plan['id']}#{activity}")
+    (removed,) = reminders(database, source=f"CarePlan/{plan['id']}#{activity}", kind="follow-up")
     assert removed.state == "cancelled" and removed.done_at is None
-    assert len([r for r in reminders(database, state="scheduled")]) == 3
+    assert len([r for r in reminders(database, state="scheduled", kind="follow-up")]) == 2
     assert client.delete(f"/fhir/CarePlan/{plan['id']}").status_code in (200, 204)
     assert reminders(database, state="scheduled") == []
 
