@@ -45,23 +45,45 @@ def db_current() -> None:
 @main.command()
 @click.option("--demo-client/--no-demo-client", default=True, show_default=True,
               help="Also make sure the demo admin client exists and print its credential.")
+@click.option("--demo-data/--no-demo-data", default=True, show_default=True,
+              help="Also load synthetic patients, care plans, referrals and admissions of the last 26 weeks "
+              "(careplan/demo.py; skip it in production).")
 @click.option("--url", default=None, help="Server root for the printed curl commands [default: from "
               "CAREPLAN_BASE_URL, else http://127.0.0.1:8000].")
-def seed(demo_client: bool, url: str | None) -> None:
+def seed(demo_client: bool, demo_data: bool, url: str | None) -> None:
     """Load the conformance artifacts and demo data (safe to run again)."""
-    from careplan import seeding
+    from careplan import demo, seeding
     from careplan.db import Database
 
     settings = careplan_config.from_env()
     database = Database(settings.database_url)
     try:
         summary = seeding.load(database, settings.fhir_dir)
+        loaded = demo.load(database) if demo_data else None
         credential = seeding.ensure_demo_client(database, settings.instance_dir) if demo_client else None
+        users = demo.ensure_demo_users(database, settings.instance_dir) if demo_client and demo_data else []
     finally:
         database.dispose()
     click.echo(f"seed: {summary.created} created, {summary.updated} updated, {summary.unchanged} unchanged")
+    if loaded is not None:
+        click.echo(f"demo data: {loaded.patients} synthetic patients, {loaded.referrals} referrals, "
+                   f"{loaded.resources} resources in {loaded.versions} versions over the last {demo.WEEKS} weeks"
+                   if loaded.loaded else "demo data: already loaded, nothing added")
     if credential is not None:
         _echo_demo_credential(credential, url or _server_root(settings))
+    for user in users:
+        _echo_demo_user(user, url or _server_root(settings))
+
+
+def _echo_demo_user(credential, root: str) -> None:
+    if credential.secret is None:
+        click.echo(f"demo client {credential.client_id} is revoked")
+        return
+    what = {"demo-coordinator": ("coordinator, acts as Practitioner/demo-coordinator", "/api/v1/worklist"),
+            "demo-partner": ("partner, Organization/demo-housing-first", "/api/v1/partner/referrals")}
+    role, path = what.get(credential.client_id, ("", "/api/v1/inbox"))
+    click.echo(f"demo client {credential.client_id} ({role}; {credential.action}): "
+               f"client_secret={credential.secret}  (try {root}{path})")
 
 
 def _server_root(settings) -> str:

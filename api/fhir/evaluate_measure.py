@@ -8,7 +8,8 @@ required, are dates from 1900 to 2199 (YYYY, YYYY-MM or YYYY-MM-DD; a partial pe
 or month).
 reportType: ``summary`` (R4's ``population``; the default) answers counts and scores with every stratifier that
 has data, small cells masked; ``subject-list`` adds contained Lists of the numerator and denominator members the
-caller may see, each read through the store's policy and audited, and is for coordinators and administrators.
+caller may see, each read through the store's policy and audited, and is for coordinators and administrators
+(summary also for EHR clients and programme leads).
 The R4 ``subject`` report type (one patient) is not supported.
 """
 
@@ -28,8 +29,8 @@ from careplan.errors import Forbidden, InvalidRequest, NotFound
 from careplan.measures import compute
 from careplan.measures import fhir as measure_fhir
 
-SUMMARY_ROLES = frozenset({"admin", "coordinator", "ehr"})
-SUBJECT_LIST_ROLES = frozenset({"admin", "coordinator"})
+SUMMARY_ROLES = frozenset({"admin", "coordinator", "ehr", "lead"})  # aggregates, small cells masked
+SUBJECT_LIST_ROLES = frozenset({"admin", "coordinator"})  # lists patients: never a programme lead
 REPORT_TYPES = {"summary": "summary", "population": "summary", "subject-list": "subject-list"}
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:T.*)?$")
 MAX_DAYS = 3660

@@ -9,16 +9,30 @@ from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from api.auth import current_principal
 from api.database import get_db, get_settings
-from api.v1.common import error_responses, require_coordination_role
+from api.v1.common import error_responses
 from careplan.coordination.errors import RuleViolation
+from careplan.errors import Forbidden
 from careplan.measures import compute, strata
 from careplan.measures.definitions import MeasureDefinition
 from careplan.models import utcnow
 
 URL_PREFIX = "/measures"
 blp = Blueprint("v1_measures", __name__, description="Quality-improvement measures, by week or month and stratum")
-blp.before_request(require_coordination_role)
+# Programme leads read the aggregates too; the drill-down reads each member as the caller, so a lead (who may see no
+# patient data) gets every member counted in `hidden` and none listed.
+MEASURE_ROLES = frozenset({"admin", "coordinator", "lead"})
+
+
+@blp.before_request
+def require_measure_role() -> None:
+    """Before each request: only coordinators, programme leads and administrators may use the measures."""
+    principal = current_principal()
+    if principal is not None and principal.role not in MEASURE_ROLES:
+        raise Forbidden(f"The measures are for coordinators and programme leads; a {principal.role} client may not "
+                        "use them")
+
 
 DEFAULT_SPAN = {"week": timedelta(weeks=25), "month": timedelta(days=365)}
 DATE_RANGE = ma.validate.Range(min=date(1900, 1, 1), max=date(2199, 12, 31))
@@ -237,7 +251,8 @@ class MeasureMembers(MethodView):
         """Drill down: who is in the numerator and denominator of one period
 
         Each member is read as the caller through the store's policy (and audited); members the caller may not
-        see are left out and counted in `hidden`. Not suppressed: this is for people allowed to see the patients.
+        see are left out and counted in `hidden` (a programme lead sees none). Not suppressed: this is for people
+        allowed to see the patients.
         """
         found = compute.visible_members(get_db(), measure_id=measure_id, period=args["period"],
                                         period_start=args["period_start"], settings=get_settings())

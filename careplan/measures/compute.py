@@ -605,19 +605,36 @@ def _contact_members(context: _Context) -> list[Member]:
 # -- measure 7: follow-up reminders -------------------------------------------------------------------------------
 
 
+REMINDER_QUIET_SLACK = timedelta(days=1)  # quiet hours move a reminder at most to the next local morning
+
+
+def _reminder_lead_days(settings) -> tuple[float, ...]:
+    if settings is None:
+        from careplan import config
+
+        settings = config.from_env()
+    return tuple(getattr(settings, "reminder_lead_days", ()) or ())
+
+
 def _reminder_members(context: _Context) -> list[Member]:
     from careplan.reminders.models import Reminder
 
+    # due_at is when the reminder goes out: the tier's lead time before the follow-up is due, or later when quiet
+    # hours hold it back. Members are placed by the due moment, so look that far either side of the window.
+    lead = timedelta(days=max(_reminder_lead_days(context.settings), default=0.0))
     rows = context.session.execute(select(Reminder.key, Reminder.source, Reminder.patient, Reminder.tier,
                                           Reminder.due_at, Reminder.done_at, Reminder.state, Reminder.payload).where(
-        Reminder.kind == "follow-up", Reminder.due_at >= context.window_start, Reminder.due_at < context.window_end))
+        Reminder.kind == "follow-up", Reminder.due_at >= context.window_start - lead - REMINDER_QUIET_SLACK,
+        Reminder.due_at < context.window_end + REMINDER_QUIET_SLACK))
     result = []
     for key, source, patient, tier, due_at, done_at, state, payload in rows:
-        # due_at is when the reminder goes out (the tier's lead time earlier); the follow-up itself is due later.
         if (payload or {}).get("due"):
             due_at = datetime.fromisoformat(payload["due"]).astimezone(timezone.utc)
+        if not context.window_start <= due_at < context.window_end:
+            continue
         excluded = None
-        if state == "cancelled":
+        # A follow-up done before its reminder went out cancels the reminder with done_at set: that one counts.
+        if state == "cancelled" and done_at is None:
             excluded = "cancelled"
         elif done_at is None and due_at >= context.now:
             excluded = "not yet assessable: not due yet"

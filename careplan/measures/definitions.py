@@ -116,9 +116,12 @@ DEFINITIONS: tuple[MeasureDefinition, ...] = (
         description="Share of scheduled follow-ups done by their due time; stratify by tier to compare recommended, "
                     "promising and emerging practices.",
         population="Reminder rows of kind follow-up whose due time falls in the period.",
-        numerator="Follow-ups of the denominator done on time: done_at no later than due_at.",
+        numerator="Follow-ups of the denominator done on time: done_at no later than the follow-up's due moment "
+                  "(payload due; the reminder's due_at is when it goes out, the tier's lead time earlier).",
         denominator="The population minus the exclusions.",
-        exclusions="Cancelled reminders; reminders not done whose due time has not passed yet.",
+        exclusions="Reminders withdrawn (cancelled with the follow-up not done: the activity or plan closed); "
+                   "reminders not done whose due time has not passed yet. A follow-up done before its reminder "
+                   "went out counts (its reminder is cancelled with done_at set).",
         kind=PROPORTION, unit="%", subject="reminder", period_event="reminder due date"),
     MeasureDefinition(
         id="practice-adoption",

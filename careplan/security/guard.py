@@ -17,6 +17,11 @@ from careplan.security import audit, context, grants, labels, policy
 # What a partner agency may write: messages about its referrals, and the outcome of the work (Procedure).
 PARTNER_CREATES = frozenset({"Communication", "Procedure"})
 PARTNER_UPDATES = frozenset({"Task", "Communication"})
+# The practice catalogue (tiers included) and careplan's own terminology and profiles are curated by administrators
+# only (issue 5): the same rule on /fhir, in Bundles, imports and the coordination API.
+CATALOGUE_TYPES = frozenset({"PlanDefinition", "ActivityDefinition"})
+CANONICAL_TYPES = frozenset({"CodeSystem", "ValueSet", "StructureDefinition"})
+CANONICAL_BASE = "https://careplan.example.org/fhir/"
 
 
 def require_visible(session: Session, row: Resource) -> None:
@@ -31,7 +36,12 @@ def require_visible(session: Session, row: Resource) -> None:
 def authorize_create(session: Session, resource: dict) -> None:
     """Raise Forbidden unless the caller may create this resource."""
     current = context.current()
-    if current is None or current.caller.role != "partner":
+    if current is None:
+        return
+    _require_curator(current, resource)
+    if current.caller.role == "lead":
+        raise Forbidden("A programme lead reads measures and may not write")
+    if current.caller.role != "partner":
         return
     resource_type = resource["resourceType"]
     if resource_type not in PARTNER_CREATES:
@@ -48,11 +58,18 @@ def authorize_create(session: Session, resource: dict) -> None:
                         expression="Procedure.subject")
 
 
-def authorize_change(session: Session, row: Resource) -> None:
-    """Raise NotFound or Forbidden unless the caller may update or delete row."""
+def authorize_change(session: Session, row: Resource, new: dict | None = None) -> None:
+    """Raise NotFound or Forbidden unless the caller may update row (to new, when known) or delete it."""
     require_visible(session, row)
     current = context.current()
-    if current is not None and current.caller.role == "partner" and row.res_type not in PARTNER_UPDATES:
+    if current is None:
+        return
+    for resource in (row.content, new):
+        if resource:
+            _require_curator(current, resource)
+    if current.caller.role == "lead":
+        raise Forbidden("A programme lead reads measures and may not write")
+    if current.caller.role == "partner" and row.res_type not in PARTNER_UPDATES:
         raise Forbidden(f"A partner agency may not change {row.res_type} resources")
 
 
@@ -60,8 +77,31 @@ def authorize_delete(session: Session, row: Resource) -> None:
     """Raise NotFound or Forbidden unless the caller may delete row."""
     require_visible(session, row)
     current = context.current()
-    if current is not None and current.caller.role == "partner":
+    if current is None:
+        return
+    if row.content:
+        _require_curator(current, row.content)
+    elif row.res_type in CATALOGUE_TYPES:
+        _require_curator(current, {"resourceType": row.res_type})
+    if current.caller.role == "lead":
+        raise Forbidden("A programme lead reads measures and may not write")
+    if current.caller.role == "partner":
         raise Forbidden("A partner agency may not delete resources")
+
+
+def is_catalogue(resource: dict) -> bool:
+    """Tell whether resource belongs to the curated catalogue: a practice, or careplan's own terminology/profile."""
+    resource_type = resource.get("resourceType")
+    if resource_type in CATALOGUE_TYPES:
+        return True
+    url = resource.get("url")
+    return resource_type in CANONICAL_TYPES and isinstance(url, str) and url.startswith(CANONICAL_BASE)
+
+
+def _require_curator(current: context.RequestContext, resource: dict) -> None:
+    if current.caller.role != "admin" and is_catalogue(resource):
+        raise Forbidden(f"Only administrators curate the practice catalogue and careplan's own terminology and "
+                        f"profiles; a {current.caller.role} may not write this {resource.get('resourceType')}")
 
 
 def label(resource: dict, previous: dict | None) -> dict:

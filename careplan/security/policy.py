@@ -4,6 +4,8 @@ Roles (issue 4): ``admin`` sees everything; ``coordinator`` and ``ehr`` act with
 consent: everything not denied by a Consent directive naming them, unless a coordinator breaks the glass);
 ``partner`` is an agency outside it and sees only the referrals addressed to its organisation, the minimum patient
 data needed to act on them, its own messages and the directory, and only what the patient's Consent permits.
+``lead`` (a programme lead) sees the directory and the Measures and no patient data at all: measure aggregates are
+computed by the trusted system and small cells suppressed, so a lead needs nothing more.
 Reads, searches, includes, totals, history and $everything all use ``visible`` so they cannot disagree.
 """
 
@@ -19,7 +21,7 @@ from careplan.models import Resource, SearchReference, SearchToken
 from careplan.security.labels import CONFIDENTIALITY_SYSTEM, SENSITIVITY_SYSTEM
 from careplan.security.models import ConsentGrant
 
-ROLES = ("admin", "coordinator", "partner", "ehr")
+ROLES = ("admin", "coordinator", "partner", "ehr", "lead")
 CIRCLE_OF_CARE = frozenset({"coordinator", "ehr"})
 # Definitional and directory data: no patient in it, every authenticated caller may read it.
 DIRECTORY_TYPES = frozenset({"Organization", "HealthcareService", "Location", "Practitioner", "PractitionerRole",
@@ -29,6 +31,8 @@ DIRECTORY_TYPES = frozenset({"Organization", "HealthcareService", "Location", "P
 PARTNER_PATIENT_ELEMENTS = ("resourceType", "id", "meta", "name", "telecom", "address", "communication")
 PATIENT_LINKS = ("patient", "subject", "for", "beneficiary")
 PARTNER_TYPES = ("Task", "ServiceRequest", "Patient", "Communication")
+# What a programme lead may read: definitional data only (a MeasureReport may list patients, so it is not here).
+LEAD_TYPES = DIRECTORY_TYPES | {"Measure"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ def visible(caller: Caller, resource_type: str | None, *, now: datetime, row=Res
         return _visible_any(caller, now, row)
     if resource_type in DIRECTORY_TYPES:
         return true()
+    if caller.role == "lead":
+        return true() if resource_type in LEAD_TYPES else false()
     if resource_type == "AuditEvent":
         return false()  # the audit trail is for admins only
     if caller.role in CIRCLE_OF_CARE:
@@ -74,6 +80,8 @@ def visible(caller: Caller, resource_type: str | None, *, now: datetime, row=Res
 
 def _visible_any(caller: Caller, now: datetime, row) -> ColumnElement[bool]:
     directory = row.res_type.in_(sorted(DIRECTORY_TYPES))
+    if caller.role == "lead":
+        return row.res_type.in_(sorted(LEAD_TYPES))
     if caller.role in CIRCLE_OF_CARE:
         if caller.break_glass and caller.role == "coordinator":
             return row.res_type != "AuditEvent"

@@ -251,7 +251,7 @@ def update_in(session: Session, *, resource: dict, resource_id: str, if_match: i
     if row is None:
         guard.authorize_create(session, resource)
     else:
-        guard.authorize_change(session, row)
+        guard.authorize_change(session, row, new=resource)
     _check_if_match(row, if_match)
     profiles.check(session, resource, resource_id=resource_id)
     workflow.check_transition(session, old=row.content if row is not None and not row.deleted else None, new=resource)

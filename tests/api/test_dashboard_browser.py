@@ -13,6 +13,7 @@ from werkzeug.serving import make_server
 
 from careplan.measures import compute
 from tests.api.test_dashboard import follow_ups  # noqa: F401 - the fixture: a follow-up measure with a signal
+from tests.api.test_dashboard import gendered_follow_ups  # noqa: F401 - the fixture: two gender strata of five
 
 CHROMIUM = os.environ.get("CAREPLAN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -104,6 +105,34 @@ def test_a_coordinator_sees_every_measure_in_chromium(app, server, browser, foll
     image = Image.open(io.BytesIO(data))
     assert image.size[0] == 1280 and image.size[1] > 900 * 2  # every measure's card, one under the other
     assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 200  # charts and text, not a blank page
+    context.close()
+
+
+def test_choosing_a_stratifier_in_chromium_redraws_the_charts_by_stratum(app, server, browser, gendered_follow_ups):
+    token = token_for_server(app, server, role="coordinator")
+    context = browser.new_context(extra_http_headers={"Authorization": f"Bearer {token}"},
+                                  viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    assert page.goto(f"{server}/dashboard", wait_until="load").status == 200
+    legend = page.locator("#measure-follow-ups-on-time figure svg text")
+    assert "female" not in legend.all_text_contents()
+
+    page.get_by_role("combobox", name="Break down by").select_option("gender")
+    page.get_by_role("combobox", name="Period", exact=True).select_option("month")
+    with page.expect_navigation(wait_until="load"):
+        page.get_by_role("button", name="Show").click()
+    assert page.url.endswith("/dashboard?period=month&stratifier=gender")
+    assert page.get_by_role("combobox", name="Break down by").input_value() == "gender"  # the page remembers the choice
+    assert page.locator("nav strong[aria-current=page]").inner_text() == "Last 12 months"
+    texts = [t.strip() for t in legend.all_text_contents()]
+    assert "female" in texts and "male" in texts and "All" in texts, texts  # the chart legend names the strata
+    assert page.locator("#measure-follow-ups-on-time svg [id$='stratum-1']").count() == 1
+    assert page.locator("#measure-follow-ups-on-time svg [id$='stratum-2']").count() == 1
+    # the form submitted under form-action 'self': no CSP report, no script anywhere
+    assert not [line for line in console if "Content Security Policy" in line], console
+    assert page.locator("script").count() == 0
     context.close()
 
 

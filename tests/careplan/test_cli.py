@@ -17,9 +17,9 @@ def test_db_upgrade_and_seed_are_idempotent(tmp_path):
         result = runner.invoke(main, ["db", "upgrade"], env=env)
         assert result.exit_code == 0, result.output
     assert runner.invoke(main, ["db", "current"], env=env).output.strip() == migrations.head_revision(url)
-    first = runner.invoke(main, ["seed"], env=env)
+    first = runner.invoke(main, ["seed", "--no-demo-data"], env=env)
     assert first.exit_code == 0 and "0 unchanged" in first.output
-    second = runner.invoke(main, ["seed"], env=env)
+    second = runner.invoke(main, ["seed", "--no-demo-data"], env=env)
     assert "0 created, 0 updated" in second.output
     database = Database(url)
     with database.reading() as session:

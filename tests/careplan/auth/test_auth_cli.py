@@ -115,7 +115,7 @@ def _saved(cli):
 
 
 def test_seed_creates_keeps_and_renews_the_demo_credential(cli):
-    output = cli("seed", "--url", "http://127.0.0.1:9000")
+    output = cli("seed", "--no-demo-data", "--url", "http://127.0.0.1:9000")
     saved = _saved(cli)
     assert saved["client_id"] == "demo-admin"
     assert f"client_secret={saved['client_secret']}" in output and "created" in output
@@ -123,10 +123,10 @@ def test_seed_creates_keeps_and_renews_the_demo_credential(cli):
            "http://127.0.0.1:9000/oauth/token" in output
     assert 'curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:9000/fhir/CarePlan/demo-care-plan' in output
     assert clients.secret_matches(cli.database, client_id="demo-admin", secret=saved["client_secret"])
-    again = cli("seed")
+    again = cli("seed", "--no-demo-data")
     assert "kept" in again and saved["client_secret"] in again and "http://127.0.0.1:8000/oauth/token" in again
     (cli.instance / "demo-credentials.json").unlink()
-    renewed = cli("seed")
+    renewed = cli("seed", "--no-demo-data")
     fresh = _saved(cli)["client_secret"]
     assert "rotated" in renewed and fresh != saved["client_secret"]
     assert not clients.secret_matches(cli.database, client_id="demo-admin", secret=saved["client_secret"])
@@ -134,13 +134,13 @@ def test_seed_creates_keeps_and_renews_the_demo_credential(cli):
 
 
 def test_seed_leaves_a_revoked_demo_client_revoked(cli):
-    cli("seed")
+    cli("seed", "--no-demo-data")
     cli("clients", "revoke", "demo-admin")
-    assert "demo client demo-admin is revoked" in cli("seed")
+    assert "demo client demo-admin is revoked" in cli("seed", "--no-demo-data")
     assert clients.get(cli.database, "demo-admin").revoked
 
 
 def test_seed_without_the_demo_client(cli):
-    assert "demo" not in cli("seed", "--no-demo-client").replace("demo data", "")
+    assert "demo" not in cli("seed", "--no-demo-data", "--no-demo-client")
     assert not (cli.instance / "demo-credentials.json").exists()
     assert clients.list_clients(cli.database) == []

@@ -12,6 +12,7 @@ from careplan.coordination.errors import NotFound, RuleViolation
 from careplan.measures import compute, strata
 from careplan.measures.definitions import DEFINITIONS
 from careplan.measures.periods import periods_between
+from careplan.reminders.models import Reminder
 from tests.careplan.measures import scenarios
 from tests.careplan.measures.fixtures import Builder, at, day
 
@@ -244,6 +245,50 @@ def test_follow_ups_on_time_by_tier_with_complementary_suppression(database, rem
     assert counts(result.strata["emerging"][0]) == (None, None, None, True)
     assert counts(result.strata["promising"][0]) == (None, None, None, True)
     assert counts(result.points[0]) == (12, 17, 0.7059, False)
+
+
+@pytest.fixture
+def sent_ahead(database):
+    """Follow-ups whose reminders went out ahead of their due moment (``due_at``) with the due moment in the payload.
+
+    September, by due moment: five done after the reminder went out but before the follow-up was due (on time), one
+    done exactly when due (on time), one done after (late), one sent in August and due on 1 September and done
+    before it was due (September, on time); one sent in September but due in October; one due this evening, not done.
+    """
+    def add(key, *, sent, due, done, tier="recommended"):
+        with database.writing() as session:
+            session.add(Reminder(key=f"follow-up|CarePlan/s|{key}|{due[:10]}", kind="follow-up",
+                                 source=f"CarePlan/s#{key}", recipient="Practitioner/c1", patient=None, tier=tier,
+                                 due_at=at(sent), done_at=at(done) if done else None, state="sent",
+                                 payload={"due": at(due).isoformat(), "care_plan": "CarePlan/s", "activity": key}))
+    for n in range(5):
+        add(f"between-{n}", sent=f"2026-09-{8 + n:02d}T09:00", due=f"2026-09-{10 + n:02d}T09:00",
+            done=f"2026-09-{9 + n:02d}T12:00")
+    add("at-due", sent="2026-09-16T09:00", due="2026-09-17T09:00", done="2026-09-17T09:00", tier="promising")
+    add("late", sent="2026-09-14T09:00", due="2026-09-15T09:00", done="2026-09-15T10:00", tier="promising")
+    add("august-send", sent="2026-08-30T09:00", due="2026-09-01T09:00", done="2026-08-31T16:00")
+    add("october-due", sent="2026-09-29T09:00", due="2026-10-01T09:00", done="2026-09-30T08:00")
+    add("due-tonight", sent="2026-09-28T18:00", due="2026-09-30T18:00", done=None)
+
+
+def test_follow_ups_are_on_time_by_their_due_moment_not_the_reminders_send_moment(database, sent_ahead):
+    from careplan.measures.compute import members
+
+    result = month(database, "follow-ups-on-time", now=NOW)
+    # 8 due in September (the August-sent one included, October's and tonight's not); 7 done by their due moment.
+    # Compared with the send moment instead, none of them would be on time (0 of 7, the August one missed).
+    assert counts(result.points[0]) == (7, 8, 0.875, False)
+    found = members(database, measure_id="follow-ups-on-time", period="month", period_start=SEPTEMBER, now=NOW,
+                    settings=Settings())
+    on_time = {m.reference.split("#")[1] for m in found["numerator"]}
+    assert on_time == {*(f"between-{n}" for n in range(5)), "at-due", "august-send"}
+    assert {m.reference.split("#")[1] for m in found["denominator"]} - on_time == {"late"}
+    assert [(m.reference.split("#")[1], m.excluded) for m in found["excluded"]] == [
+        ("due-tonight", "not yet assessable: not due yet")]  # its reminder went out, but it is not due yet
+    assert {m.event for m in found["denominator"]} >= {date(2026, 9, 1), date(2026, 9, 10)}  # placed by due moment
+    october = month(database, "follow-ups-on-time", start=date(2026, 10, 1), now=at("2026-10-31T12:00"))
+    assert (october.points[0].numerator, october.points[0].denominator) == (None, None)  # 1 of 1: suppressed
+    assert october.points[0].suppressed
 
 
 # -- measure 8: practice adoption -------------------------------------------------------------------------------
