@@ -222,9 +222,7 @@ def create_in(session: Session, *, resource: dict, criteria: list[tuple[str, str
     workflow.check_transition(session, old=None, new=resource)
     stored = repository.insert(session, guard.label(resource, None), resource_id=resource_id or repository.new_id(),
                                now=now or repository.transaction_time(session), method="POST")
-    workflow.after_write(session, old=None, new=stored.content, now=stored.last_updated)
-    reminder_rules.sync_for_write(session, old=None, new=stored.content,
-                                  now=now or repository.transaction_time(session))
+    _after_write(session, old=None, stored=stored)
     return WriteResult(stored, created=True)
 
 
@@ -259,19 +257,23 @@ def update_in(session: Session, *, resource: dict, resource_id: str, if_match: i
     if row is None:
         stored = repository.insert(session, resource, resource_id=resource_id,
                                    now=now or repository.transaction_time(session), method=method)
-        workflow.after_write(session, old=None, new=stored.content, now=stored.last_updated)
-        reminder_rules.sync_for_write(session, old=None, new=stored.content,
-                                      now=now or repository.transaction_time(session))
+        _after_write(session, old=None, stored=stored)
         return WriteResult(stored, created=True)
     if not row.deleted and repository.without_server_meta(row.content) == repository.without_server_meta(resource):
         # An identical update makes no new version, so syncing clients are not told of a change that never was.
         return WriteResult(repository.as_record(row), unchanged=True)
     previous = None if row.deleted else row.content
     stored = repository.revise(session, row, resource, now=now or repository.transaction_time(session), method=method)
-    workflow.after_write(session, old=previous, new=stored.content, now=stored.last_updated)
-    reminder_rules.sync_for_write(session, old=previous, new=stored.content,
-                                  now=now or repository.transaction_time(session))
+    _after_write(session, old=previous, stored=stored)
     return WriteResult(stored)
+
+
+def _after_write(session: Session, *, old: dict | None, stored: StoredResource) -> None:
+    """Run what a stored version causes in the same transaction: referral closing effects, reminder rows."""
+    new = None if stored.deleted else stored.content
+    if new is not None:
+        workflow.after_write(session, old=old, new=new, now=stored.last_updated)
+    reminder_rules.sync_for_write(session, old=old, new=new, now=stored.last_updated)
 
 
 def conditional_update(db: Database, *, resource_type: str, criteria: str, resource: object,
@@ -371,7 +373,7 @@ def delete_in(session: Session, *, resource_type: str, resource_id: str, if_matc
         return None
     previous = row.content
     deleted = repository.tombstone(session, row, now=now or repository.transaction_time(session))
-    reminder_rules.sync_for_write(session, old=previous, new=None, now=now or repository.transaction_time(session))
+    _after_write(session, old=previous, stored=deleted)
     return deleted
 
 
