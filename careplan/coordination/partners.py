@@ -15,16 +15,19 @@ from __future__ import annotations
 
 from careplan.coordination import codes
 from careplan.coordination.errors import NotFound
-from careplan.coordination.store import Page, filtered_page, read
+from careplan.coordination.store import Page, escape, filtered_page, read
 from careplan.db import Database
 
 ACCEPTING_REFERRALS = f"{codes.BASE}/StructureDefinition/accepting-referrals"
 
 
 def find(db: Database, *, need: str | None = None, language: str | None = None, area: str | None = None,
-         accepting: bool | None = None, limit: int = 20, cursor: str | None = None) -> Page:
-    """Return a page of partner services matching the need, language, area and referral availability."""
+         accepting: bool | None = None, organization: str | None = None, limit: int = 20,
+         cursor: str | None = None) -> Page:
+    """Return a page of partner services matching the need, language, area, referral availability and agency."""
     params = [("_sort", "_id")]  # a stable order, so a cursor's position in a page means the same resource
+    if organization:  # the index holds providedBy (`organization`); the rest has no exact search parameter
+        params.append(("organization", escape(organization)))
 
     with db.reading() as session:
         def keep(service: dict) -> dict | None:

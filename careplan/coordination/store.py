@@ -17,13 +17,14 @@ from careplan.coordination.errors import CoordinationError, NotFound, RuleViolat
 from careplan.search import engine
 from careplan.search.request import parse_request
 from careplan.security import context
-from careplan.store import service
+from careplan.store import repository, service
 from careplan.store.records import StoredResource
 from careplan.validation import validate_resource
 
 MAX_LIMIT = 100
 MAX_SCAN = 1000  # resources one internal sweep reads (worklist, summary)
 FILTER_SCAN_PAGE = 100  # resources a filtered listing reads per search page
+ANY_CHUNK = 100  # values one OR-search of search_any carries
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,35 @@ def search(session: Session, resource_type: str, params: list[tuple[str, str]], 
 
 
 def search_all(session: Session, resource_type: str, params: list[tuple[str, str]]) -> list[dict]:
-    """Return up to MAX_SCAN matches of a search as the current caller."""
-    return search(session, resource_type, params).items
+    """Return every match of a search as the current caller, paging through the engine MAX_SCAN at a time."""
+    # No silent cap: a worklist or summary that stopped at one page would drop due items without saying so.
+    page = search(session, resource_type, params, limit=MAX_SCAN)
+    items = page.items
+    while page.next_cursor is not None:
+        page = search(session, resource_type, params, limit=MAX_SCAN, cursor=page.next_cursor)
+        items.extend(page.items)
+    return items
+
+
+def escape(value: str) -> str:
+    """Return value with the FHIR search escapes for backslash, comma, dollar and pipe."""
+    return re.sub(r"([\\,$|])", r"\\\1", value)
+
+
+def search_any(session: Session, resource_type: str, params: list[tuple[str, str]], name: str,
+               values: list[str] | set[str]) -> list[dict]:
+    """Return every match of params plus name=any of values (an OR in the index, ANY_CHUNK values per search)."""
+    chunk = ANY_CHUNK
+    ordered = sorted(escape(v) for v in set(values))
+    found: dict[str, dict] = {}
+    for start in range(0, len(ordered), chunk):
+        for resource in search_all(session, resource_type, [*params, (name, ",".join(ordered[start:start + chunk]))]):
+            found.setdefault(resource["id"], resource)
+    if len(ordered) <= chunk:
+        return list(found.values())
+    # Chunks each come in the engine's order; put them back in it, as one search would have returned them.
+    position = repository.creation_order(session, resource_type=resource_type, resource_ids=list(found))
+    return sorted(found.values(), key=lambda r: position.get(r["id"], 0))
 
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -90,11 +118,13 @@ def validate(resource: dict) -> None:
 
 
 def filtered_page(session: Session, resource_type: str, params: list[tuple[str, str]],
-                  keep: Callable[[dict], dict | None], *, limit: int, cursor: str | None) -> Page:
+                  keep: Callable[[dict], dict | None], *, limit: int, cursor: str | None,
+                  prefetch: Callable[[list[dict]], None] | None = None) -> Page:
     """Return up to limit views keep() makes of the matches (None: skip one), with the cursor of the next page.
 
     For filters the search index cannot express: the cursor is the engine's cursor plus how many of that page were
-    already read, so paging neither repeats nor skips. params must sort stably (e.g. ``_sort=_id``).
+    already read, so paging neither repeats nor skips. params must sort stably (e.g. ``_sort=_id``). prefetch, if
+    given, sees each search page's unread resources before keep() does, to load what keep() needs in one query.
     """
     state = _decode_cursor(cursor) if cursor else {"c": None, "s": 0}
     engine_cursor, skip = state["c"], state["s"]
@@ -104,6 +134,8 @@ def filtered_page(session: Session, resource_type: str, params: list[tuple[str, 
             page = search(session, resource_type, params, limit=FILTER_SCAN_PAGE, cursor=engine_cursor)
         except fhir_errors.InvalidRequest:  # the engine's own cursor inside ours was forged or is stale
             raise _bad_cursor() from None
+        if prefetch is not None:
+            prefetch(page.items[skip:])
         for index, resource in enumerate(page.items[skip:], start=skip):
             view = keep(resource)
             if view is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 
 from careplan.coordination import care_plans, codes, practices
-from careplan.coordination.store import caller_reference, now, search_all
+from careplan.coordination.store import caller_reference, escape, now, search_all, search_any
 from careplan.db import Database
 
 WAITING_TASK_STATUSES = ("requested", "received", "accepted", "ready")
@@ -107,14 +107,16 @@ def build(db: Database, *, coordinator: str | None = None, within_days: int = 7,
         me = caller_reference() or {}
         coordinator = me.get("reference")
     with db.reading() as session:
-        plans = search_all(session, "CarePlan", [("status", "active"), (
-            "category", f"{codes.CARE_PLAN_CATEGORY_SYSTEM}|{codes.COORDINATED_CARE_PLAN}")])
-        plans = [p for p in plans if _coordinates(session, p, coordinator)]
+        plans = _plans_of(session, coordinator)
         patients = {p["subject"]["reference"] for p in plans}
         canonicals = {(a.get("detail") or {}).get("instantiatesCanonical", [None])[0]
                       for p in plans for a in p.get("activity", [])} - {None}
-        goals = search_all(session, "Goal", [("target-date", f"le{horizon.isoformat()}")]) if patients else []
-        tasks = search_all(session, "Task", [("status", ",".join(WAITING_TASK_STATUSES))]) if patients else []
+        # One search for the goals due by the horizon in a reviewable state; their patients are checked here, since
+        # adding subject=<hundreds of patients> to the date search made it slower per chunk than the whole scan.
+        goals = search_all(session, "Goal", [("target-date", f"le{horizon.isoformat()}"), (
+            "lifecycle-status", ",".join(REVIEWABLE_GOAL_STATUSES))]) if patients else []
+        tasks = search_any(session, "Task", [("status", ",".join(WAITING_TASK_STATUSES))], "subject",
+                           patients) if patients else []
         tasks = [t for t in tasks if (t.get("for") or {}).get("reference") in patients]
         canonicals |= {c for t in tasks for c in [t.get("instantiatesCanonical")] if c}
         known = practices.by_urls(session, canonicals)
@@ -157,11 +159,13 @@ def _referral_levels(session, tasks: list[dict]) -> dict[str, dict]:
 
     settings = config.from_env()
     found = {}
+    # One query for the version histories of every referral Task, not one per Task.
+    histories = referrals.versions_of(session, [t for t in tasks if referrals.is_referral(t)])
     for task in tasks:
         if not referrals.is_referral(task):
             found[task["id"]] = {"due": None, "overdue": False}
             continue
-        levels = referrals.sla_of(task, referrals.versions_in(session, task_id=task["id"]), settings=settings,
+        levels = referrals.sla_of(task, histories[task["id"]], settings=settings,
                                   moment=now(), zone=referrals.zone_of(session, task, settings=settings))
         due = levels["response_due"] if task.get("status") in ("requested", "received") else levels["contact_due"]
         found[task["id"]] = {"due": due[:10] if due else None,
@@ -178,6 +182,21 @@ def group(items: list[dict]) -> list[dict]:
         if members:
             groups.append({"tier": tier, "label": tier or "no practice", "items": members})
     return groups
+
+
+def _plans_of(session, coordinator: str | None) -> list[dict]:
+    """Return the active coordinated plans the coordinator authors or coordinates (all of them for None)."""
+    params = [("status", "active"), ("category", f"{codes.CARE_PLAN_CATEGORY_SYSTEM}|{codes.COORDINATED_CARE_PLAN}")]
+    plans = search_all(session, "CarePlan", params)
+    if coordinator is None:
+        return plans
+    # R4 CarePlan has no `author` search parameter, so authorship is checked here; the care team is asked of the
+    # index (chained search), and only those candidates' teams are read to check the role and that it is the plan's
+    # first visible team, instead of reading the team of every plan.
+    teamed = {p["id"] for p in search_all(session, "CarePlan", [
+        *params, ("care-team:CareTeam.participant", escape(coordinator))])}
+    return [p for p in plans if (p.get("author") or {}).get("reference") == coordinator
+            or (p["id"] in teamed and _coordinates(session, p, coordinator))]
 
 
 def _coordinates(session, plan: dict, coordinator: str | None) -> bool:

@@ -129,6 +129,27 @@ def versions_in(session: Session, *, task_id: str) -> list[dict]:
     return [entry.content for entry in reversed(page.entries) if entry.content is not None]
 
 
+def versions_of(session: Session, tasks: list[dict]) -> dict[str, list[dict]]:
+    """Return the versions of many Tasks the caller found by search, oldest first per id, in one query."""
+    # The tasks come from a search as the caller, so each passed the visibility check versions_in does first.
+    return repository.histories(session, resource_type="Task", resource_ids=[t["id"] for t in tasks])
+
+
+def _prefetched(session: Session, loaded: dict[str, list[dict]] | None = None
+                ) -> tuple[Callable[[list[dict]], None], Callable[[dict], list[dict]]]:
+    """Return (prefetch, versions): prefetch loads the histories of a search page at once, versions reads them."""
+    loaded = dict(loaded or {})
+
+    def prefetch(tasks: list[dict]) -> None:
+        loaded.update(versions_of(session, [t for t in tasks if is_referral(t) and t["id"] not in loaded]))
+
+    def versions(task: dict) -> list[dict]:
+        found = loaded.get(task["id"])
+        return found if found else versions_in(session, task_id=task["id"])
+
+    return prefetch, versions
+
+
 def zone_of(session: Session, task: dict, *, settings) -> str:
     """Return the time zone of the referral's partner agency (its timezone extension, else the default)."""
     default = getattr(settings, "default_timezone", None) or sla.DEFAULT_TIMEZONE
@@ -224,9 +245,9 @@ def _patient_minimum(session: Session, reference: str | None) -> dict | None:
 
 
 def _scan(session: Session, params: list[tuple[str, str]], keep: Callable[[dict], dict | None], *, limit: int,
-          cursor: str | None) -> tuple[list[dict], str | None]:
+          cursor: str | None, prefetch: Callable[[list[dict]], None] | None = None) -> tuple[list[dict], str | None]:
     """Return up to limit views of the matching Tasks that keep() accepts, with the cursor of the next page."""
-    page = filtered_page(session, "Task", params, keep, limit=limit, cursor=cursor)
+    page = filtered_page(session, "Task", params, keep, limit=limit, cursor=cursor, prefetch=prefetch)
     return page.items, page.next_cursor
 
 
@@ -262,7 +283,7 @@ def _require_in_directory(db: Database, *, partner: str, need: str, language: st
     """Return the directory entry of the partner's service that covers the need (and language), or refuse."""
     cursor = None
     while True:
-        page = partners.find(db, need=need, language=language, limit=100, cursor=cursor)
+        page = partners.find(db, need=need, language=language, organization=partner, limit=100, cursor=cursor)
         for entry in page.items:
             organization = entry.get("organization") or {}
             if f"Organization/{organization.get('id')}" == partner and (service_id is None
@@ -427,16 +448,19 @@ def list_referrals(db: Database, *, settings, patient: str | None = None, status
         params.append(("owner", partner))
     moment = now()
     with db.reading() as session:
+        prefetch, versions = _prefetched(session)
+
         def keep(task: dict) -> dict | None:
+            # Stays here: is_referral looks at the types owner and focus point to; overdue is computed from the
+            # version history and the agency's business days, which no search parameter holds.
             if not is_referral(task):
                 return None
-            view = _view(session, task, versions_in(session, task_id=task["id"]), settings=settings,
-                         moment=moment)
+            view = _view(session, task, versions(task), settings=settings, moment=moment)
             if overdue is not None and view["overdue"] is not overdue:
                 return None
             return view
 
-        return _scan(session, params, keep, limit=limit, cursor=cursor)
+        return _scan(session, params, keep, limit=limit, cursor=cursor, prefetch=prefetch)
 
 
 def get_referral(db: Database, *, task_id: str, settings, organization: str | None = None) -> dict:
@@ -602,9 +626,9 @@ def inbox(db: Database, *, organization: str, settings, statuses: list[str] | No
         everything = [t for t in search_all(session, "Task", [("owner", organization), ("intent", "order"),
                                                               ("status", ",".join(OPEN))]) if is_referral(t)]
         counts = {"new": 0, "not_updated": 0, "overdue": 0, "open": len(everything)}
+        histories = versions_of(session, everything)  # one query, not one per open referral
         for task in everything:
-            versions = versions_in(session, task_id=task["id"])
-            flags = sla_of(task, versions, settings=settings, moment=moment,
+            flags = sla_of(task, histories[task["id"]], settings=settings, moment=moment,
                            zone=zone_of(session, task, settings=settings))
             if task["status"] in NEW:
                 counts["new"] += 1
@@ -613,17 +637,18 @@ def inbox(db: Database, *, organization: str, settings, statuses: list[str] | No
             if _not_updated(task, settings=settings, moment=moment, zone=zone_of(session, task, settings=settings)):
                 counts["not_updated"] += 1
 
+        prefetch, versions = _prefetched(session, histories)
+
         def keep(task: dict) -> dict | None:
             if not is_referral(task) or _ref(task, "owner") != organization:
                 return None
-            view = _view(session, task, versions_in(session, task_id=task["id"]), settings=settings, moment=moment,
-                         with_patient=True)
+            view = _view(session, task, versions(task), settings=settings, moment=moment, with_patient=True)
             view["not_updated"] = _not_updated(task, settings=settings, moment=moment,
                                                zone=zone_of(session, task, settings=settings))
             return view
 
         params = [("owner", organization), ("intent", "order"), ("status", ",".join(statuses or OPEN))]
-        items, next_cursor = _scan(session, params, keep, limit=limit, cursor=cursor)
+        items, next_cursor = _scan(session, params, keep, limit=limit, cursor=cursor, prefetch=prefetch)
     return {"counts": counts, "items": items, "next_cursor": next_cursor}
 
 

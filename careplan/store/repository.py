@@ -175,3 +175,31 @@ def history(session: Session, *, resource_type: str | None, resource_pk: int | N
     ).all()
     next_cursor = rows[count - 1].pk if len(rows) > count else None
     return HistoryPage(entries=[as_record(r) for r in rows[:count]], next_cursor=next_cursor, total=total)
+
+
+def histories(session: Session, *, resource_type: str, resource_ids: list[str]) -> dict[str, list[dict]]:
+    """Return the live versions of many resources of one type, oldest first per id, in one query per 500 ids."""
+    found: dict[str, list[dict]] = {resource_id: [] for resource_id in resource_ids}
+    ids = list(found)
+    for start in range(0, len(ids), 500):  # keeps the IN list well inside every driver's parameter limit
+        rows = session.scalars(
+            select(ResourceVersion)
+            .where(ResourceVersion.resource_pk.in_(select(Resource.pk).where(
+                Resource.res_type == resource_type, Resource.res_id.in_(ids[start:start + 500]))))
+            .order_by(ResourceVersion.resource_pk, ResourceVersion.pk)
+        ).all()
+        for row in rows:
+            record = as_record(row)
+            if record.content is not None:
+                found[row.res_id].append(record.content)
+    return found
+
+
+def creation_order(session: Session, *, resource_type: str, resource_ids: list[str]) -> dict[str, int]:
+    """Return the storage key of each resource (the search engine's default order), one query per 500 ids."""
+    ids = sorted(set(resource_ids))
+    found: dict[str, int] = {}
+    for start in range(0, len(ids), 500):
+        found.update((res_id, pk) for res_id, pk in session.execute(select(Resource.res_id, Resource.pk).where(
+            Resource.res_type == resource_type, Resource.res_id.in_(ids[start:start + 500]))))
+    return found
