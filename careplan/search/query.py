@@ -233,8 +233,11 @@ def condition(resource_type: str | None, criterion: Criterion, *, entity=Resourc
     elif modifier is not None and modifier not in SUPPORTED_MODIFIERS[parameter.type]:
         raise _unsupported(modifier, parameter)
     row = alias(table)
-    build = _BUILDERS[parameter.type]
-    matches = or_(*(build(row, modifier, v, parameter, scope) for v in criterion.values))
+    if parameter.type == "token" and modifier in (None, "not"):
+        matches = _token_any(row, criterion.values)
+    else:
+        build = _BUILDERS[parameter.type]
+        matches = or_(*(build(row, modifier, v, parameter, scope) for v in criterion.values))
     of_type = [] if resource_type is None else [row.res_type == resource_type]
     found = exists().where(row.resource_pk == entity.pk, *of_type, row.param == parameter.code, matches)
     return ~found if modifier == "not" else found
@@ -405,6 +408,37 @@ def _token(row, modifier: str | None, value: str, parameter: SearchParameter, sc
     if not code:
         return row.system == system
     return and_(row.system == system, row.code == code)
+
+
+def _token_any(row, values: list[str]):
+    """Match any of several token values, with the codes of one system in one IN list.
+
+    `identifier=s|a,s|b,...` as an OR of (system, code) pairs leaves the planner only the system as an index
+    condition, and with misleading statistics it filtered every token of the system for every candidate resource
+    (a 200-value lookup took 69 s at 3,000 rows). An IN list keeps the code an index condition (ANY on the btree).
+    """
+    codes_by_system: dict[str | None, list[str]] = {}
+    alone: list = []
+    for value in values:
+        pair = split_pipe(value)
+        if pair is None:
+            codes_by_system.setdefault(None, []).append(unescape(value))
+            continue
+        system, code = pair
+        if not code:
+            alone.append(row.system == system)
+        else:
+            codes_by_system.setdefault(system or "", []).append(code)
+    conditions = []
+    for system, codes in codes_by_system.items():
+        code_matches = row.code == codes[0] if len(codes) == 1 else row.code.in_(codes)
+        if system is None:
+            conditions.append(code_matches)
+        elif system == "":
+            conditions.append(and_(code_matches, row.system.is_(None)))
+        else:
+            conditions.append(and_(row.system == system, code_matches))
+    return or_(*conditions, *alone)
 
 
 def _like_escape(text: str) -> str:
