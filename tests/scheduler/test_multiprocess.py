@@ -24,7 +24,7 @@ REMINDERS = 10_000
 PROCESSES = 4
 # Bounded by progress, not by a wall-clock guess: a loaded CI machine is slower, a stuck run still fails fast.
 STALL_LIMIT = float(os.environ.get("CAREPLAN_TEST_SCHEDULER_STALL_SECONDS", "60"))
-TIME_LIMIT = float(os.environ.get("CAREPLAN_TEST_SCHEDULER_TIME_LIMIT", "1800"))
+TIME_LIMIT = float(os.environ.get("CAREPLAN_TEST_SCHEDULER_TIME_LIMIT", "600"))
 
 
 class Progress:
