@@ -122,6 +122,7 @@ def _expand(db: Database, ids: list[int], *, holder: str, now: datetime, render:
             .returning(Reminder.id)
             .execution_options(synchronize_session=False)))
         result.lost += len(payloads) - len(sent_ids)
+        _schedule_successors(session, [rows[i] for i in sorted(sent_ids)], now=now)
         deliveries = []
         for reminder_id in sorted(sent_ids):
             reminder = rows[reminder_id]
@@ -131,6 +132,18 @@ def _expand(db: Database, ids: list[int], *, holder: str, now: datetime, render:
         result.deliveries = insert_if_absent(session, deliveries)
         result.sent = len(sent_ids)
     return result
+
+
+def _schedule_successors(session: Session, sent: list[Reminder], *, now: datetime) -> None:
+    # In the transaction that marks them sent, so a successor is never lost nor made twice; a failure here costs
+    # only the successor (the plan's next write schedules it), never the reminders going out.
+    from careplan.reminders.rules import after_sent
+
+    try:
+        with session.begin_nested():
+            after_sent(session, reminders=sent, now=now)
+    except Exception as exc:  # noqa: BLE001 - logged without patient data
+        log.warning("successors of %d sent reminders not scheduled: %s", len(sent), type(exc).__name__)
 
 
 def delivery_key(reminder_id: int, channel: str, channel_id: int | None) -> str:

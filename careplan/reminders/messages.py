@@ -27,6 +27,7 @@ SUBJECTS = {
     "referral-contact": "Referral accepted: first contact with the client due",
     "referral-escalation": "Referral not answered in time",
     "referral-closed": "Referral closed",
+    "follow-up-overdue": "Follow-up still not done",
     "follow-up-escalation": "Follow-up missed repeatedly",
     "digest": "Your daily summary",
 }
@@ -80,6 +81,9 @@ def render(session: Session, reminder: Reminder, *, now: datetime | None = None,
         lines.append(f"Client: {reminder.patient} (open careplan to see who this is).")
     if reminder.kind == "referral-escalation" and payload.get("misses"):
         lines.append(f"The partner has not answered {payload['misses']} business day(s) after the response was due.")
+    if reminder.kind == "follow-up-overdue" and payload.get("periods_overdue"):
+        lines.append(f"No progress note since it fell due: {payload['periods_overdue']} cadence period(s) ago "
+                     f"(every {payload.get('cadence_days')} days).")
     if reminder.kind == "follow-up-escalation" and payload.get("misses"):
         lines.append(f"The follow-up by {payload.get('follow_up_recipient') or 'its performer'} has been missed "
                      f"{payload['misses']} time(s) in a row (not done by its due moment).")
@@ -95,7 +99,7 @@ def _zone_of(session: Session, recipient: str):
 
 def _about(reminder: Reminder) -> str:
     payload = reminder.payload or {}
-    if reminder.kind in ("follow-up", "follow-up-escalation"):
+    if reminder.kind in ("follow-up", "follow-up-overdue", "follow-up-escalation"):
         return f"{payload.get('care_plan') or reminder.source.split('#')[0]} activity {payload.get('activity', '')}"
     return reminder.source
 

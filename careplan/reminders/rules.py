@@ -43,8 +43,8 @@ TIMEZONE_EXTENSION = "https://careplan.example.org/fhir/StructureDefinition/time
 ACTIVITY_ID_EXTENSION = "https://careplan.example.org/fhir/StructureDefinition/activity-id"
 REVIEW_INTERVAL_EXTENSION = "https://careplan.example.org/fhir/StructureDefinition/review-interval"
 CONTACTED_BUSINESS_STATUS = "client-contacted"
-FOLLOW_UP_KINDS = ("follow-up", "follow-up-escalation", "plan-review")
-ACTIVITY_KINDS = ("follow-up", "follow-up-escalation")
+FOLLOW_UP_KINDS = ("follow-up", "follow-up-overdue", "follow-up-escalation", "plan-review")
+ACTIVITY_KINDS = ("follow-up", "follow-up-overdue", "follow-up-escalation")
 REFERRAL_KINDS = ("referral-response", "referral-escalation", "referral-contact")
 _DURATION_DAYS = {"d": 1, "wk": 7, "mo": 30, "a": 365}
 PERIODIC_PASS_INTERVAL = timedelta(seconds=60)
@@ -245,6 +245,7 @@ def _sync_care_plan(run: _Sync, plan_id: str, plan: dict | None) -> None:
             payload={"care_plan": reference, "activity": activity_key, "practice": canonical,
                      "baseline": _iso(baseline), "baseline_key": label, "due": _iso(due_moment),
                      "cadence_days": every, "coordinator": coordinator}))
+        wanted.append(_follow_up_overdue(run, wanted[-1], mine, baseline, label, every, due_moment))
         escalation = _follow_up_escalation(run, plan, source, recipient, coordinator, patient, tier, canonical,
                                            baseline, label, every, mine)
         if escalation is not None:
@@ -302,6 +303,42 @@ def _plan_review(run: _Sync, reference: str, plan: dict, coordinator: str, patie
                   payload={"care_plan": reference, "baseline": _iso(start), "baseline_key": label,
                            "due": _iso(due_moment),
                            "every_days": every, "coordinator": coordinator})
+
+
+def _follow_up_overdue(run: _Sync, follow_up: Wanted, mine: list[Reminder], baseline: datetime, label: str,
+                       every: float, due_moment: datetime) -> Wanted:
+    """Return the next "still not done" reminder of a follow-up: one per cadence period past its due moment.
+
+    The first is scheduled ahead, one period after the due moment; when one goes out the scheduler asks for its
+    successor (``after_sent``). After downtime only the latest period that has passed is sent, not one per period
+    missed. A progress note (a new baseline) or a closed activity cancels it like the follow-up itself.
+    """
+    sent = [int((r.payload or {}).get("periods_overdue") or 0) for r in mine
+            if r.kind == "follow-up-overdue" and r.state in ("claimed", "sent")
+            and (r.payload or {}).get("baseline_key") == label]
+    passed = int((run.now - due_moment) / timedelta(days=every)) if run.now > due_moment else 0
+    periods = max(max(sent, default=0) + 1, passed, 1)
+    prefs = run.preferences(follow_up.recipient)
+    moment = timing.add_days(baseline, every * (periods + 1), tz=prefs.zone)
+    return Wanted(key=f"follow-up-overdue|{follow_up.key.split('|', 1)[1]}|{periods}", kind="follow-up-overdue",
+                  source=follow_up.source, recipient=follow_up.recipient, patient=follow_up.patient,
+                  tier=follow_up.tier,
+                  due_at=timing.out_of_quiet_hours(moment, tz=prefs.zone, start=prefs.quiet_start,
+                                                   end=prefs.quiet_end),
+                  payload={**follow_up.payload, "due": _iso(due_moment), "periods_overdue": periods,
+                           "overdue_at": _iso(moment)})
+
+
+def after_sent(session: Session, *, reminders: list[Reminder], now: datetime) -> None:
+    """Schedule the successors of reminders that just went out (a follow-up still not done, one period later)."""
+    plans = sorted({r.source.split("#", 1)[0] for r in reminders
+                    if r.kind == "follow-up-overdue" and r.source.startswith("CarePlan/")})
+    for reference in plans:
+        plan = _content(session, "CarePlan", reference.split("/", 1)[1])
+        if plan is not None:
+            _sync_care_plan(_Sync(session, now), plan["id"], plan)
+    if plans:
+        session.flush()
 
 
 def _follow_up_escalation(run: _Sync, plan: dict, source: str, recipient: str, coordinator: str | None,

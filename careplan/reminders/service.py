@@ -32,7 +32,7 @@ from careplan.store import service
 READ_EXTENSION = "https://careplan.example.org/fhir/StructureDefinition/communication-read-at"
 DONE_EXTENSION = "https://careplan.example.org/fhir/StructureDefinition/communication-done-at"
 NO_TIER = "none"
-KINDS = ("follow-up", "follow-up-escalation", "goal-review", "plan-review", "referral-response", "referral-contact",
+KINDS = ("follow-up", "follow-up-overdue", "follow-up-escalation", "goal-review", "plan-review", "referral-response", "referral-contact",
          "referral-escalation", "referral-closed", "digest")
 _EMAIL = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.\-]{1,253}\.[A-Za-z]{2,63}$")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]{0,490}$")

@@ -48,17 +48,18 @@ def test_pages_keep_the_tier_order_and_never_repeat(client, planned):
         url = body["next"]
     whole = [(g["label"], i["id"]) for g in client.get("/api/v1/reminders?limit=100").get_json()["groups"]
              for i in g["items"]]
-    assert seen == whole and len(whole) == 8  # 3 follow-ups, their 3 escalations, a plan review, a goal review
+    # 3 follow-ups, their 3 "still not done" and 3 escalations, a plan review, a goal review
+    assert seen == whole and len(whole) == 11
 
 
 def test_filters_by_tier_kind_recipient_and_due_window(client, planned):
     assert [i["kind"] for i in flat(client.get("/api/v1/reminders?tier=recommended").get_json())] == [
-        "follow-up", "follow-up-escalation"]
+        "follow-up", "follow-up-escalation", "follow-up-overdue"]
     assert {i["kind"] for i in flat(client.get("/api/v1/reminders?tier=none").get_json())} == {
         "plan-review", "goal-review"}
     assert [i["kind"] for i in flat(client.get("/api/v1/reminders?kind=goal-review").get_json())] == ["goal-review"]
     assert [i["recipient"] for i in flat(client.get(f"/api/v1/reminders?recipient={PERFORMER}").get_json())] == [
-        PERFORMER]
+        PERFORMER, PERFORMER]
     window = flat(client.get("/api/v1/reminders?due_from=2026-11-10T00:00:00Z&due_to=2026-11-12T23:59:59Z"
                              ).get_json())
     assert [i["tier"] for i in window] == ["promising"]
@@ -77,11 +78,11 @@ def test_bad_filters_answer_a_json_4xx(client, planned, query):
 def test_coordinators_see_their_own_and_their_patients_reminders_partners_their_agencys(app, client, planned):
     mine = flat(client.get("/api/v1/reminders", headers=bearer(app, "coordinator", "coord-1")).get_json())
     # The peer worker's recommended follow-up is about a patient coord-1 coordinates: visible to them too.
-    assert {i["recipient"] for i in mine} == {COORDINATOR, PERFORMER} and len(mine) == 8
+    assert {i["recipient"] for i in mine} == {COORDINATOR, PERFORMER} and len(mine) == 11
     other = client.get("/api/v1/reminders", headers=bearer(app, "coordinator", "coord-2"))
     assert other.status_code == 200 and flat(other.get_json()) == []
     peer = flat(client.get("/api/v1/reminders", headers=bearer(app, "coordinator", "peer-1")).get_json())
-    assert [i["recipient"] for i in peer] == [PERFORMER]
+    assert [(i["recipient"], i["kind"]) for i in peer] == [(PERFORMER, "follow-up"), (PERFORMER, "follow-up-overdue")]
     database = app.extensions["careplan.database"]
     with database.writing() as session:
         session.add(Reminder(key="referral-response|Task/t1|x", kind="referral-response", source="Task/t1",

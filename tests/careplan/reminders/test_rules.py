@@ -101,7 +101,8 @@ def test_fhir_put_and_the_api_give_the_same_reminders_for_the_same_edits(client,
     # Back to active revives the same occurrences rather than duplicating them.
     assert client.post(f"/api/v1/care-plans/{plan['id']}/status", json={"status": "active"}).status_code == 200
     assert len([r for r in reminders(database, state="scheduled")
-                if r.source.startswith(f"CarePlan/{plan['id']}") and r.kind != "follow-up-escalation"]) == 4
+                if r.source.startswith(f"CarePlan/{plan['id']}")
+                and r.kind not in ("follow-up-escalation", "follow-up-overdue")]) == 4
 
 
 def test_re_saving_the_same_plan_is_idempotent(client, database, practices):
@@ -138,7 +139,10 @@ def test_a_new_coordinator_on_the_care_team_takes_over_the_plans_reminders(clien
     assert sorted(r.recipient for r in scheduled if r.kind == "follow-up") == [COORDINATOR, COORDINATOR, PERFORMER]
     # Escalations of missed follow-ups go to the coordinator, now coord-2 (coord-1 is no longer the one told).
     assert [r.recipient for r in scheduled if r.kind == "follow-up-escalation"] == ["Practitioner/coord-2"] * 3
-    assert len(scheduled) == 7
+    # Each follow-up's "still not done" goes to whoever does the follow-up.
+    assert sorted(r.recipient for r in scheduled if r.kind == "follow-up-overdue") == [
+        COORDINATOR, COORDINATOR, PERFORMER]
+    assert len(scheduled) == 10
 
 
 def test_a_failed_write_leaves_the_reminders_unchanged(client, database, practices):
