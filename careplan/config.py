@@ -187,26 +187,21 @@ def _timezone(env, name: str, default: str) -> str:
 
 
 def _float(env, name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not value > 0:
-        raise ConfigError(f"{name} must be positive, got {raw}")
-    return value
+    return _positive(env, name, default, float, "a number")
 
 
 def _int(env, name: str, default: int) -> int:
+    return _positive(env, name, default, int, "an integer")
+
+
+def _positive(env, name: str, default, kind, described: str):
     raw = env.get(name)
     if raw in (None, ""):
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {value}")
+        raise ConfigError(f"{name} must be {described}, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name} must be positive, got {raw}")
     return value
