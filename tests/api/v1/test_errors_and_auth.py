@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 def test_openapi_and_docs_are_public(anonymous_client):
     spec = anonymous_client.get("/api/v1/openapi.json")
@@ -16,6 +18,21 @@ def test_openapi_and_docs_are_public(anonymous_client):
             if "application/json" in content:  # charts answer images
                 assert "example" in content["application/json"], f"{method} {path} has no example"
     assert anonymous_client.get("/docs").status_code == 200
+
+
+def test_the_openapi_document_written_on_first_read_is_whole_and_read_alike_by_concurrent_readers(app):
+    from concurrent.futures import ThreadPoolExecutor
+
+    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1/")}
+    with ThreadPoolExecutor(4) as pool:
+        documents = list(pool.map(lambda _: app.test_client().get("/api/v1/openapi.json").get_json(), range(4)))
+    assert all(document == documents[0] for document in documents)
+    paths = set(documents[0]["paths"])
+    # Every /api/v1 route is documented (flask-smorest writes <int:id> as {id}), each blueprint's tag once.
+    assert {re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", route) for route in routes} - paths == {
+        "/api/v1/openapi.json"}
+    tags = [tag["name"] for tag in documents[0]["tags"]]
+    assert len(tags) == len(set(tags)) == 11 and "v1_worklist" in tags
 
 
 def test_no_token_answers_401_in_the_error_shape(anonymous_client):
