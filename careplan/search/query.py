@@ -239,8 +239,13 @@ def condition(resource_type: str | None, criterion: Criterion, *, entity=Resourc
         build = _BUILDERS[parameter.type]
         matches = or_(*(build(row, modifier, v, parameter, scope) for v in criterion.values))
     of_type = [] if resource_type is None else [row.res_type == resource_type]
-    found = exists().where(row.resource_pk == entity.pk, *of_type, row.param == parameter.code, matches)
-    return ~found if modifier == "not" else found
+    if modifier == "not":
+        return ~exists().where(row.resource_pk == entity.pk, *of_type, row.param == parameter.code, matches)
+    # IN over an uncorrelated subquery, not a correlated EXISTS: SQLite ran the EXISTS once per candidate resource
+    # and, when the criterion filled the lookup index, scanned all of its matches each time (a cost growing with the
+    # square of the store); the IN list is computed once and its resources fetched by key. PostgreSQL plans both
+    # as the same semi-join. (:not keeps NOT EXISTS, which PostgreSQL plans as an anti-join; NOT IN it does not.)
+    return entity.pk.in_(select(row.resource_pk).where(*of_type, row.param == parameter.code, matches))
 
 
 def _no_modifier(criterion: Criterion, kind: str) -> None:
