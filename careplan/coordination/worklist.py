@@ -7,6 +7,7 @@ promising, emerging), then those tied to no practice.
 
 from __future__ import annotations
 
+import calendar
 from datetime import date, datetime, timedelta, timezone
 
 from careplan.coordination import care_plans, codes, practices
@@ -132,10 +133,10 @@ def build(db: Database, *, coordinator: str | None = None, within_days: int = 7,
         if goal.get("subject", {}).get("reference") not in patients \
                 or goal.get("lifecycleStatus") not in REVIEWABLE_GOAL_STATUSES:
             continue
-        dues = [t["dueDate"] for t in goal.get("target", []) if t.get("dueDate")]
+        dues = [day for t in goal.get("target", []) for day in [_deadline(t.get("dueDate"))] if day is not None]
         if not dues:
             continue
-        due = min(dues)
+        due = min(dues).isoformat()
         items.append({"kind": "goal-review", "goal": goal["id"], "patient": goal["subject"]["reference"],
                       "description": (goal.get("description") or {}).get("text"), "practice": None, "tier": None,
                       "due": due, "state": "overdue" if date.fromisoformat(due) < today else "due"})
@@ -150,6 +151,21 @@ def build(db: Database, *, coordinator: str | None = None, within_days: int = 7,
                       "state": "overdue" if levels[task["id"]]["overdue"] else "waiting"})
     return {"coordinator": coordinator, "today": today.isoformat(), "within_days": within_days,
             "groups": group(items)}
+
+
+def _deadline(text: object) -> date | None:
+    """Return the last day a FHIR date names (2026 is 2026-12-31, 2026-11 is 2026-11-30), or None if it is none."""
+    if not isinstance(text, str):
+        return None
+    try:
+        if len(text) == 4:
+            return date(int(text), 12, 31)
+        if len(text) == 7:
+            year, month = int(text[:4]), int(text[5:])
+            return date(year, month, calendar.monthrange(year, month)[1])
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def _referral_levels(session, tasks: list[dict]) -> dict[str, dict]:

@@ -128,3 +128,19 @@ def test_an_activity_added_later_is_timed_from_when_it_was_added(client, databas
                            json={"cadence_days": 3}).get_json()
     assert changed["resource"]["activity"][-1]["detail"]["scheduledTiming"]["repeat"] == {
         "frequency": 1, "period": 3, "periodUnit": "d", "boundsPeriod": {"start": date.today().isoformat()}}
+
+
+def test_goals_due_by_a_month_or_a_year_are_due_on_its_last_day(client, enrolled, plan):
+    patient = f"Patient/{enrolled['patient']['id']}"
+    year = date.today().year - 1
+    for text, due in ((f"{year}-02", f"{year}-02-{28 + (year % 4 == 0)}"), (str(year), f"{year}-12-31")):
+        goal = {"resourceType": "Goal", "lifecycleStatus": "active", "subject": {"reference": patient},
+                "description": {"text": f"Goal by {text}"}, "target": [{"dueDate": text}]}
+        created = client.post("/fhir/Goal", data=json.dumps(goal), content_type="application/fhir+json")
+        assert created.status_code == 201, created.get_json()
+    response = client.get("/api/v1/worklist")
+    assert response.status_code == 200, response.get_json()
+    reviews = {i["description"]: (i["due"], i["state"]) for g in response.get_json()["groups"] for i in g["items"]
+               if i["kind"] == "goal-review"}
+    assert reviews[f"Goal by {year}-02"] == (f"{year}-02-{28 + (year % 4 == 0)}", "overdue")
+    assert reviews[f"Goal by {year}"] == (f"{year}-12-31", "overdue")
