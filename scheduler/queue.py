@@ -137,8 +137,10 @@ def _expand(db: Database, ids: list[int], *, holder: str, now: datetime, render:
 def _schedule_successors(session: Session, sent: list[Reminder], *, now: datetime) -> None:
     # In the transaction that marks them sent, so a successor is never lost nor made twice; a failure here costs
     # only the successor (the plan's next write schedules it), never the reminders going out.
-    from careplan.reminders.rules import after_sent
+    from careplan.reminders.rules import SUCCESSOR_KINDS, after_sent
 
+    if not any(reminder.kind in SUCCESSOR_KINDS for reminder in sent):
+        return  # the common batch: no savepoint
     try:
         with session.begin_nested():
             after_sent(session, reminders=sent, now=now)

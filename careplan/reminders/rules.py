@@ -46,6 +46,7 @@ CONTACTED_BUSINESS_STATUS = "client-contacted"
 FOLLOW_UP_KINDS = ("follow-up", "follow-up-overdue", "follow-up-escalation", "plan-review")
 ACTIVITY_KINDS = ("follow-up", "follow-up-overdue", "follow-up-escalation")
 REFERRAL_KINDS = ("referral-response", "referral-escalation", "referral-contact")
+SUCCESSOR_KINDS = ("follow-up-overdue",)  # sending one of these schedules the next (after_sent)
 _DURATION_DAYS = {"d": 1, "wk": 7, "mo": 30, "a": 365}
 PERIODIC_PASS_INTERVAL = timedelta(seconds=60)
 _last_pass: dict[str, datetime] = {}  # per database URL: when this process last ran the periodic pass
@@ -332,7 +333,7 @@ def _follow_up_overdue(run: _Sync, follow_up: Wanted, mine: list[Reminder], base
 def after_sent(session: Session, *, reminders: list[Reminder], now: datetime) -> None:
     """Schedule the successors of reminders that just went out (a follow-up still not done, one period later)."""
     plans = sorted({r.source.split("#", 1)[0] for r in reminders
-                    if r.kind == "follow-up-overdue" and r.source.startswith("CarePlan/")})
+                    if r.kind in SUCCESSOR_KINDS and r.source.startswith("CarePlan/")})
     for reference in plans:
         plan = _content(session, "CarePlan", reference.split("/", 1)[1])
         if plan is not None:
