@@ -134,6 +134,9 @@ def _hhmm(text: str | None) -> time | None:
 def sync_for_write(session: Session, *, old: dict | None, new: dict | None, now: datetime | None = None) -> None:
     """Bring the reminders of a written (or deleted: new None) resource in line with it, inside session."""
     resource = new if new is not None else old
+    if isinstance(resource, dict) and resource.get("resourceType") == "PlanDefinition":
+        _retier(session, old=old, new=new, now=now)
+        return
     if not isinstance(resource, dict) or resource.get("resourceType") not in WATCHED_TYPES:
         return  # the common case (imports, observations, audit events): nothing to do, and fast
     kind = resource["resourceType"]
@@ -151,6 +154,18 @@ def sync_for_write(session: Session, *, old: dict | None, new: dict | None, now:
     else:
         _sync_referral(run, resource.get("id") or "", new)
     session.flush()
+
+
+def _retier(session: Session, *, old: dict | None, new: dict | None, now: datetime | None) -> None:
+    """Recompute the waiting reminders of a practice whose tier a curator changed (lead time, escalation, tier)."""
+    url = (new or old or {}).get("url")
+    if not url or tiers.tier_of(old or {}) == tiers.tier_of(new or {}):
+        return
+    # A scan of the waiting activity reminders, not an index: tiers change rarely, and only by an admin.
+    sources = sorted(set(session.scalars(select(Reminder.source).where(
+        Reminder.state == "scheduled", Reminder.kind.in_(ACTIVITY_KINDS),
+        Reminder.payload["practice"].as_string() == url))))
+    resync_sources(session, sources=sources, now=now)
 
 
 def resync_sources(session: Session, *, sources: list[str], now: datetime | None = None) -> None:
