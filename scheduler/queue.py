@@ -199,20 +199,15 @@ def _active_channels(session: Session, recipients: set[str]) -> dict[str, list[R
 
 def _per_batch(render: Render) -> Render:
     # The rules' renderer looks up each recipient's time zone and each practice once per batch, not per reminder.
-    try:
-        from careplan.reminders import messages
-    except ImportError:
-        return render
+    from careplan.reminders import messages
+
     return messages.BatchRenderer() if render is messages.render else render
 
 
 def default_render() -> Render:
-    """Return the reminder rules' renderer (careplan.reminders.messages.render), else a plain built-in one."""
-    try:
-        from careplan.reminders.messages import render
-    except ImportError:
-        log.warning("careplan.reminders.messages.render is missing: reminders use the plain built-in text")
-        return basic_render
+    """Return the reminder rules' renderer (careplan.reminders.messages.render)."""
+    from careplan.reminders.messages import render
+
     return render
 
 

@@ -106,11 +106,8 @@ def tick(db: Database, *, now: datetime | None = None, holder: str | None = None
 
 
 def _schedule_periodic(db: Database, *, now: datetime, summary: TickSummary) -> None:
-    try:
-        from careplan.reminders.rules import schedule_periodic
-    except ImportError:
-        log.debug("careplan.reminders.rules.schedule_periodic is not available yet")
-        return
+    from careplan.reminders.rules import schedule_periodic
+
     try:
         schedule_periodic(db, now=now)
     except Exception as exc:  # noqa: BLE001 - digests failing must not stop due reminders going out

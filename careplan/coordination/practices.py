@@ -7,8 +7,7 @@ from sqlalchemy.orm import Session
 from careplan.coordination import codes
 from careplan.coordination.errors import NotFound
 from careplan.coordination.store import read, search_all
-
-TIER_ORDER = ("recommended", "promising", "emerging")
+from careplan.practices import tiers
 
 
 def resolve(session: Session, practice: str) -> dict:
@@ -36,36 +35,17 @@ def cadence(plan_definition: dict) -> dict | None:
 
 
 def tier_of(plan_definition: dict | None) -> str | None:
-    """Return a practice's tier code through the catalogue's helper (the contract's extension when it is absent)."""
-    if plan_definition is None:
-        return None
-    try:
-        from careplan.practices import tiers  # written in parallel; imported late so this module works without it
-    except ImportError:
-        tiers = None
-    if tiers is not None:
-        return tiers.tier_of(plan_definition)
-    for extension in plan_definition.get("extension", []):
-        if extension.get("url") == codes.TIER_EXTENSION:
-            return (extension.get("valueCoding") or {}).get("code")
-    return None
+    """Return a practice's tier code, or None when it has none."""
+    return None if plan_definition is None else tiers.tier_of(plan_definition)
 
 
 def sort_key(tier: str | None) -> int:
     """Order tiers recommended, promising, emerging, then anything else."""
-    try:
-        from careplan.practices import tiers
-    except ImportError:
-        return TIER_ORDER.index(tier) if tier in TIER_ORDER else len(TIER_ORDER)
     return tiers.sort_key(tier)
 
 
 def tier_order() -> tuple[str, ...]:
     """Return the adoption order of the tiers."""
-    try:
-        from careplan.practices import tiers
-    except ImportError:
-        return TIER_ORDER
     return tuple(tiers.TIER_ORDER)
 
 

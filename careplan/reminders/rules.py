@@ -644,24 +644,9 @@ def _task_practice(session: Session, task: dict) -> str | None:
 
 
 def _business_days(start: datetime, days: int, zone: ZoneInfo) -> datetime:
-    holidays = _holidays()
-    try:
-        from careplan.referrals.sla import add_business_days  # helper A's; the same calendar for SLA and reminders
-    except ImportError:
-        add_business_days = None
-    if add_business_days is not None:
-        try:
-            return timing.utc(add_business_days(start, days, tz=zone.key, holidays=holidays))
-        except Exception:  # noqa: BLE001 - fall back to the plain calendar below rather than fail the write
-            log.warning("referrals.sla.add_business_days failed; using the reminders' business-day calendar")
-    local = timing.utc(start).astimezone(zone)
-    day = local.date()
-    remaining = days
-    while remaining > 0:
-        day += timedelta(days=1)
-        if day.weekday() < 5 and day not in holidays:
-            remaining -= 1
-    return timing.at_local(day, local.time().replace(tzinfo=None), tz=zone)
+    from careplan.referrals.sla import add_business_days  # the same calendar for service levels and reminders
+
+    return timing.utc(add_business_days(start, days, tz=zone.key, holidays=_holidays()))
 
 
 def _holidays() -> frozenset[date]:
