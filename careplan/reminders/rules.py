@@ -11,7 +11,6 @@ is cancelled. Only ``scheduled`` rows move or cancel; claimed and sent ones belo
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -28,7 +27,6 @@ from careplan.reminders import policy as reminder_policy
 from careplan.reminders import timing
 from careplan.reminders.models import OVERDUE_WHERE, REMINDER_OPEN, RecipientPreference, Reminder
 
-log = logging.getLogger(__name__)
 
 WATCHED_TYPES = frozenset({"CarePlan", "Goal", "Task", "CareTeam"})
 CLOSED_ACTIVITY = frozenset({"completed", "cancelled", "stopped", "entered-in-error"})
