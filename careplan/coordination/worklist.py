@@ -7,12 +7,12 @@ promising, emerging), then those tied to no practice.
 
 from __future__ import annotations
 
-import calendar
 from datetime import date, datetime, timedelta, timezone
 
 from careplan.coordination import care_plans, codes, practices
 from careplan.coordination.store import caller_reference, escape, now, search_all, search_any
 from careplan.db import Database
+from careplan.search.dates import parse_range
 
 WAITING_TASK_STATUSES = ("requested", "received", "accepted", "ready")
 REVIEWABLE_GOAL_STATUSES = ("proposed", "planned", "accepted", "active", "on-hold")
@@ -136,10 +136,10 @@ def build(db: Database, *, coordinator: str | None = None, within_days: int = 7,
         dues = [day for t in goal.get("target", []) for day in [_deadline(t.get("dueDate"))] if day is not None]
         if not dues:
             continue
-        due = min(dues).isoformat()
+        due = min(dues)
         items.append({"kind": "goal-review", "goal": goal["id"], "patient": goal["subject"]["reference"],
                       "description": (goal.get("description") or {}).get("text"), "practice": None, "tier": None,
-                      "due": due, "state": "overdue" if date.fromisoformat(due) < today else "due"})
+                      "due": due.isoformat(), "state": "overdue" if due < today else "due"})
     for task in tasks:
         canonical = task.get("instantiatesCanonical")
         items.append({"kind": "referral", "task": task["id"], "patient": task["for"]["reference"],
@@ -158,12 +158,7 @@ def _deadline(text: object) -> date | None:
     if not isinstance(text, str):
         return None
     try:
-        if len(text) == 4:
-            return date(int(text), 12, 31)
-        if len(text) == 7:
-            year, month = int(text[:4]), int(text[5:])
-            return date(year, month, calendar.monthrange(year, month)[1])
-        return date.fromisoformat(text)
+        return parse_range(text)[1].date()  # the search index's own reading of the date
     except ValueError:
         return None
 
